@@ -191,6 +191,19 @@ impl Value {
         Ok(())
     }
 
+    /// Equality where NaN equals NaN (of the same type): "the same reading".
+    pub fn same(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Self::F32(a), Self::F32(b)) => a == b || (a.is_nan() && b.is_nan()),
+            (Self::F64(a), Self::F64(b)) => a == b || (a.is_nan() && b.is_nan()),
+            (Self::Array(a), Self::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same(y)),
+            (Self::Struct(a), Self::Struct(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|((na, x), (nb, y))| na == nb && x.same(y))
+            }
+            (a, b) => a == b,
+        }
+    }
+
     /// A short name of the variant, for error messages.
     pub fn kind(&self) -> &'static str {
         match self {
