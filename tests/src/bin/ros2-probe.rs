@@ -177,6 +177,10 @@ async fn run_sub(common: Common, count: usize, timeout: f64) -> Result<()> {
     let mut reader = participant.reader(&common.topic, &dds_type, &qos(&common))?;
     eprintln!("READY");
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(timeout);
+    // Samples that arrive meanwhile wait in the reader's history.
+    if reader.wait_for_writers(1, Duration::from_secs_f64(timeout)).await {
+        eprintln!("MATCHED {}", reader.matched_writers());
+    }
     let mut got = 0;
     while got < count {
         let sample = match tokio::time::timeout_at(deadline, reader.recv()).await {
