@@ -293,8 +293,9 @@ impl Value {
             Self::U32(v) => (*v).into(),
             Self::I64(v) => (*v).into(),
             Self::U64(v) => (*v).into(),
-            // f32 -> f64 is exact, and its shortest f64 form parses back to the same f32.
-            Self::F32(v) => float(f64::from(*v)),
+            // The shortest decimal that reads back as this f32 ("0.99", not
+            // "0.9900000095367432"), carried as the nearest f64.
+            Self::F32(v) => float(v.to_string().parse::<f64>().unwrap_or(f64::from(*v))),
             Self::F64(v) => float(*v),
             Self::String(s) => J::String(s.clone()),
             Self::Bytes(b) => J::Array(b.iter().map(|x| (*x).into()).collect()),

@@ -249,8 +249,13 @@ def cmd_pub(args) -> int:
             time.sleep(0.02)
         # Discovery is asymmetric: the reader may not know this writer yet when the writer
         # already matched it, and a reader drops (best-effort) data from unknown writers.
-        if args.settle > 0:
+        if args.settle > 0 and not args.start_on_stdin:
             time.sleep(args.settle)
+
+    if args.start_on_stdin:
+        # The caller says when every side has matched (event-driven, no settle guess).
+        eprint('WAITING')
+        sys.stdin.readline()
 
     for i, s in enumerate(samples):
         if i and args.interval_ms > 0:
@@ -274,14 +279,19 @@ def cmd_sub(args) -> int:
     ws.attach(cond)
     eprint('READY')
     got = 0
+    matched = 0
     deadline = time.monotonic() + args.timeout
     out = sys.stdout
     while got < args.count:
+        n = len(reader.get_matched_publications())
+        if n != matched:
+            matched = n
+            eprint(f'MATCHED {n}')
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             eprint(f'TIMEOUT after {got}/{args.count} samples')
             return 2
-        ws.wait(duration(seconds=min(remaining, 0.5)))
+        ws.wait(duration(seconds=min(remaining, 0.05 if matched == 0 else 0.5)))
         try:
             batch = reader.take(N=256)
         except Exception as exc:  # noqa: BLE001 - a sample the peer cannot decode is a test failure
@@ -331,6 +341,8 @@ def main(argv=None) -> int:
     sp.add_argument('--match-timeout', type=float, default=20.0)
     sp.add_argument('--interval-ms', type=float, default=0.0)
     sp.add_argument('--linger', type=float, default=2.0)
+    sp.add_argument('--start-on-stdin', action='store_true',
+                    help='after matching, wait for a line on stdin before writing (prints WAITING)')
     sp.add_argument('--settle', type=float, default=0.3,
                     help='seconds to wait after --wait-readers matched, before writing')
 

@@ -12,6 +12,10 @@ static INSTALLED: OnceLock<bool> = OnceLock::new();
 /// return the first call's outcome. Fails with [`DdsError::LogBridge`] if some
 /// other `log` logger was installed first.
 ///
+/// Not needed after `tracing_subscriber::fmt().init()` (or `try_init`): with
+/// its default `tracing-log` feature that already installs the same bridge.
+/// Call this when the subscriber was set with `set_global_default`.
+///
 /// rustdds is chatty at `info` (participants, matches, port choices);
 /// recommended filter: `RUST_LOG=info,rustdds=warn` (`EnvFilter` syntax),
 /// `rustdds=debug` when diagnosing discovery.

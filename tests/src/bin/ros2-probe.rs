@@ -53,12 +53,14 @@ struct Common {
 #[derive(Copy, Clone, Debug, ValueEnum)]
 enum Rel {
     Reliable,
+    #[value(name = "best_effort")]
     BestEffort,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
 enum Dur {
     Volatile,
+    #[value(name = "transient_local")]
     TransientLocal,
 }
 
@@ -210,7 +212,6 @@ async fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    let _ = ros2::dds::init_log_bridge();
     match Cli::parse().cmd {
         Cmd::Pub(a) => run_pub(a).await,
         Cmd::Sub { common, count, timeout } => run_sub(common, count, timeout).await,
