@@ -11,11 +11,17 @@ fn main() {
             for kind in ["msg", "srv", "action"] {
                 let dir = pkg.path().join(kind);
                 println!("cargo:rerun-if-changed={}", dir.display());
-                let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
                 for e in entries.flatten() {
                     let p = e.path();
                     if p.extension().and_then(|x| x.to_str()) == Some(kind) {
-                        let rel = format!("{}/{kind}/{}", pkg.file_name().to_string_lossy(), e.file_name().to_string_lossy());
+                        let rel = format!(
+                            "{}/{kind}/{}",
+                            pkg.file_name().to_string_lossy(),
+                            e.file_name().to_string_lossy()
+                        );
                         files.push((rel, p));
                     }
                 }
@@ -25,9 +31,14 @@ fn main() {
     files.sort();
     let mut out = String::from("&[\n");
     for (rel, p) in &files {
-        let _ = writeln!(out, "    ({rel:?}, include_str!({:?})),", p.display().to_string());
+        let _ = writeln!(
+            out,
+            "    ({rel:?}, include_str!({:?})),",
+            p.display().to_string()
+        );
     }
     out.push(']');
-    let dest = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR is set by cargo")).join("bundled.rs");
+    let dest =
+        Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR is set by cargo")).join("bundled.rs");
     std::fs::write(dest, out).expect("write bundled.rs");
 }

@@ -32,26 +32,41 @@ struct Args {
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rustdds=off".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rustdds=off".into()),
         )
         .init();
     let args = Args::parse();
     let registry = Registry::bundled();
     let layout = registry.layout_of("sensor_msgs/msg/BatteryState")?;
-    let topic = "/robot1/battery_state".parse::<ros2::names::RosName>()?.to_dds_topic()?;
+    let topic = "/robot1/battery_state"
+        .parse::<ros2::names::RosName>()?
+        .to_dds_topic()?;
     let dds_type = layout.dds_type_name();
 
-    let robot = Participant::new(ParticipantConfig::localhost(args.domain)).context("robot participant")?;
-    let console = Participant::new(ParticipantConfig::localhost(args.domain)).context("console participant")?;
+    let robot =
+        Participant::new(ParticipantConfig::localhost(args.domain)).context("robot participant")?;
+    let console = Participant::new(ParticipantConfig::localhost(args.domain))
+        .context("console participant")?;
     let writer = robot.writer(&topic, &dds_type, &Qos::ros_default())?;
     let mut reader = console.reader(&topic, &dds_type, &Qos::ros_default())?;
-    println!("robot1 publishes {topic} [{dds_type}] on domain {} (loopback only)", args.domain);
+    println!(
+        "robot1 publishes {topic} [{dds_type}] on domain {} (loopback only)",
+        args.domain
+    );
     if !writer.wait_for_readers(1, Duration::from_secs(10)).await {
         bail!("the console never matched the robot's writer");
     }
 
-    let paths: Vec<FieldPath> =
-        ["percentage", "voltage", "cell_voltage[0]", "header.frame_id"].iter().map(|p| p.parse()).collect::<Result<_, _>>()?;
+    let paths: Vec<FieldPath> = [
+        "percentage",
+        "voltage",
+        "cell_voltage[0]",
+        "header.frame_id",
+    ]
+    .iter()
+    .map(|p| p.parse())
+    .collect::<Result<_, _>>()?;
     let end = tokio::time::Instant::now() + Duration::from_secs_f64(args.duration);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let (mut sent, mut received) = (0u32, 0u32);

@@ -48,7 +48,11 @@ pub enum CdrErrorKind {
     #[error("unsupported encapsulation {id:#06x}: only plain CDR (XCDR1, 0x0000 big-endian / 0x0001 little-endian) is supported")]
     UnsupportedEncapsulation { id: u16 },
     #[error("truncated: needed {need} bytes at offset {offset}, only {have} left")]
-    Truncated { need: usize, offset: usize, have: usize },
+    Truncated {
+        need: usize,
+        offset: usize,
+        have: usize,
+    },
     #[error("invalid bool byte {0:#04x} (expected 0 or 1)")]
     InvalidBool(u8),
     #[error("string is not terminated by NUL")]
@@ -65,11 +69,18 @@ pub enum CdrErrorKind {
 
 impl CdrError {
     fn new(kind: CdrErrorKind) -> Self {
-        Self { path: String::new(), kind }
+        Self {
+            path: String::new(),
+            kind,
+        }
     }
 
     fn within(mut self, seg: &str) -> Self {
-        let e = ValueError { path: std::mem::take(&mut self.path), message: String::new() }.within(seg);
+        let e = ValueError {
+            path: std::mem::take(&mut self.path),
+            message: String::new(),
+        }
+        .within(seg);
         self.path = e.path;
         self
     }
@@ -77,7 +88,10 @@ impl CdrError {
 
 impl From<ValueError> for CdrError {
     fn from(e: ValueError) -> Self {
-        Self { path: e.path, kind: CdrErrorKind::Value(e.message) }
+        Self {
+            path: e.path,
+            kind: CdrErrorKind::Value(e.message),
+        }
     }
 }
 
@@ -101,7 +115,11 @@ pub fn decode(layout: &Layout, payload: &[u8]) -> Result<Value, CdrError> {
 
 /// Decodes a body (no header) in the given byte order.
 pub fn decode_body(layout: &Layout, body: &[u8], endian: Endianness) -> Result<Value, CdrError> {
-    let mut r = Reader { buf: body, pos: 0, little: endian == Endianness::Little };
+    let mut r = Reader {
+        buf: body,
+        pos: 0,
+        little: endian == Endianness::Little,
+    };
     r.read_struct(layout)
 }
 
@@ -113,10 +131,19 @@ pub fn encode(layout: &Layout, value: &Value, endian: Endianness) -> Result<Vec<
 }
 
 /// Appends the encoding of `value` (header included) to `out`.
-pub fn encode_into(layout: &Layout, value: &Value, endian: Endianness, out: &mut Vec<u8>) -> Result<(), CdrError> {
+pub fn encode_into(
+    layout: &Layout,
+    value: &Value,
+    endian: Endianness,
+    out: &mut Vec<u8>,
+) -> Result<(), CdrError> {
     out.extend_from_slice(&endian.header());
     let start = out.len();
-    let mut w = Writer { out, start, little: endian == Endianness::Little };
+    let mut w = Writer {
+        out,
+        start,
+        little: endian == Endianness::Little,
+    };
     let res = w.write_struct(layout, value);
     if res.is_err() {
         out.truncate(start - 4);
@@ -151,9 +178,16 @@ impl<'a> Reader<'a> {
 
     fn take_aligned(&mut self, align: usize, n: usize) -> Result<&'a [u8], CdrError> {
         let aligned = self.pos.div_ceil(align) * align;
-        let end = aligned.checked_add(n).filter(|e| *e <= self.buf.len()).ok_or_else(|| {
-            CdrError::new(CdrErrorKind::Truncated { need: n, offset: aligned, have: self.buf.len().saturating_sub(aligned) })
-        })?;
+        let end = aligned
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or_else(|| {
+                CdrError::new(CdrErrorKind::Truncated {
+                    need: n,
+                    offset: aligned,
+                    have: self.buf.len().saturating_sub(aligned),
+                })
+            })?;
         self.pos = end;
         Ok(&self.buf[aligned..end])
     }
@@ -169,7 +203,9 @@ impl<'a> Reader<'a> {
                 1 => Value::Bool(true),
                 b => return Err(CdrError::new(CdrErrorKind::InvalidBool(b))),
             },
-            Primitive::Byte | Primitive::Char | Primitive::UInt8 => Value::U8(self.take_aligned(1, 1)?[0]),
+            Primitive::Byte | Primitive::Char | Primitive::UInt8 => {
+                Value::U8(self.take_aligned(1, 1)?[0])
+            }
             Primitive::Int8 => Value::I8(read_num!(self, i8)),
             Primitive::Int16 => Value::I16(read_num!(self, i16)),
             Primitive::UInt16 => Value::U16(read_num!(self, u16)),
@@ -219,7 +255,10 @@ impl<'a> Reader<'a> {
 
     fn check_count(&self, count: usize, min_size: usize) -> Result<(), CdrError> {
         if count.saturating_mul(min_size) > self.remaining() {
-            return Err(CdrError::new(CdrErrorKind::ImpossibleCount { count, remaining: self.remaining() }));
+            return Err(CdrError::new(CdrErrorKind::ImpossibleCount {
+                count,
+                remaining: self.remaining(),
+            }));
         }
         Ok(())
     }
@@ -246,7 +285,9 @@ impl<'a> Reader<'a> {
                     }
                     self.read_array(&f.ty, n)
                 }),
-                ArrayKind::Unbounded => self.read_u32().and_then(|n| self.read_array(&f.ty, n as usize)),
+                ArrayKind::Unbounded => self
+                    .read_u32()
+                    .and_then(|n| self.read_array(&f.ty, n as usize)),
             }
             .map_err(|e| e.within(&f.name))?;
             fields.push((f.name.clone(), v));
@@ -268,7 +309,10 @@ impl<'a> Reader<'a> {
         }
         let mut items = Vec::with_capacity(n);
         for i in 0..n {
-            items.push(self.read_elem(ty).map_err(|e| e.within(&format!("[{i}]")))?);
+            items.push(
+                self.read_elem(ty)
+                    .map_err(|e| e.within(&format!("[{i}]")))?,
+            );
         }
         Ok(Value::Array(items))
     }
@@ -300,7 +344,8 @@ impl Writer<'_> {
     }
 
     fn write_len(&mut self, n: usize) -> Result<(), CdrError> {
-        let n = u32::try_from(n).map_err(|_| CdrError::new(CdrErrorKind::Value(format!("length {n} exceeds u32"))))?;
+        let n = u32::try_from(n)
+            .map_err(|_| CdrError::new(CdrErrorKind::Value(format!("length {n} exceeds u32"))))?;
         write_num!(self, n);
         Ok(())
     }
@@ -308,7 +353,9 @@ impl Writer<'_> {
     fn write_prim(&mut self, p: Primitive, v: &Value) -> Result<(), CdrError> {
         match (p, v) {
             (Primitive::Bool, Value::Bool(b)) => self.out.push(u8::from(*b)),
-            (Primitive::Byte | Primitive::Char | Primitive::UInt8, Value::U8(b)) => self.out.push(*b),
+            (Primitive::Byte | Primitive::Char | Primitive::UInt8, Value::U8(b)) => {
+                self.out.push(*b)
+            }
             (Primitive::Int8, Value::I8(x)) => self.out.push(x.to_ne_bytes()[0]),
             (Primitive::Int16, Value::I16(x)) => write_num!(self, *x),
             (Primitive::UInt16, Value::U16(x)) => write_num!(self, *x),
@@ -361,19 +408,35 @@ impl Writer<'_> {
         for (i, f) in layout.fields.iter().enumerate() {
             let v = match fields.get(i) {
                 Some((n, v)) if *n == f.name => v,
-                _ => fields.iter().find(|(n, _)| *n == f.name).map(|(_, v)| v).ok_or_else(|| {
-                    CdrError::new(CdrErrorKind::Value(format!("missing field {:?} of {}", &*f.name, layout.type_name)))
-                })?,
+                _ => fields
+                    .iter()
+                    .find(|(n, _)| *n == f.name)
+                    .map(|(_, v)| v)
+                    .ok_or_else(|| {
+                        CdrError::new(CdrErrorKind::Value(format!(
+                            "missing field {:?} of {}",
+                            &*f.name, layout.type_name
+                        )))
+                    })?,
             };
-            self.write_field(&f.ty, f.array, v).map_err(|e| e.within(&f.name))?;
+            self.write_field(&f.ty, f.array, v)
+                .map_err(|e| e.within(&f.name))?;
         }
         if let Some((n, _)) = fields.iter().find(|(n, _)| layout.field(n).is_none()) {
-            return Err(CdrError::new(CdrErrorKind::Value(format!("{} has no field {:?}", layout.type_name, &**n))));
+            return Err(CdrError::new(CdrErrorKind::Value(format!(
+                "{} has no field {:?}",
+                layout.type_name, &**n
+            ))));
         }
         Ok(())
     }
 
-    fn write_field(&mut self, ty: &LayoutType, array: ArrayKind, v: &Value) -> Result<(), CdrError> {
+    fn write_field(
+        &mut self,
+        ty: &LayoutType,
+        array: ArrayKind,
+        v: &Value,
+    ) -> Result<(), CdrError> {
         if array == ArrayKind::Single {
             return self.write_elem(ty, v);
         }
@@ -398,7 +461,8 @@ impl Writer<'_> {
             },
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    self.write_elem(ty, item).map_err(|e| e.within(&format!("[{i}]")))?;
+                    self.write_elem(ty, item)
+                        .map_err(|e| e.within(&format!("[{i}]")))?;
                 }
             }
             _ => {}
@@ -415,7 +479,10 @@ fn check_bound(len: usize, bound: Option<usize>) -> Result<(), CdrError> {
 }
 
 fn mismatch(expected: &str, got: &Value) -> CdrError {
-    CdrError::new(CdrErrorKind::Value(format!("expected {expected}, got {}", got.kind())))
+    CdrError::new(CdrErrorKind::Value(format!(
+        "expected {expected}, got {}",
+        got.kind()
+    )))
 }
 
 #[cfg(test)]
@@ -432,11 +499,19 @@ mod tests {
     #[test]
     fn string_message_bytes() {
         assert_eq!(
-            enc("std_msgs/msg/String", serde_json::json!({"data": "hi"}), Endianness::Little),
+            enc(
+                "std_msgs/msg/String",
+                serde_json::json!({"data": "hi"}),
+                Endianness::Little
+            ),
             [0, 1, 0, 0, 3, 0, 0, 0, b'h', b'i', 0]
         );
         assert_eq!(
-            enc("std_msgs/msg/String", serde_json::json!({"data": ""}), Endianness::Big),
+            enc(
+                "std_msgs/msg/String",
+                serde_json::json!({"data": ""}),
+                Endianness::Big
+            ),
             [0, 0, 0, 0, 0, 0, 0, 1, 0]
         );
     }
@@ -466,7 +541,10 @@ mod tests {
             let e = decode(&l, &good[..n]).unwrap_err();
             assert!(!e.to_string().is_empty());
         }
-        assert!(matches!(decode(&l, &[0, 1]).unwrap_err().kind, CdrErrorKind::NoHeader { len: 2 }));
+        assert!(matches!(
+            decode(&l, &[0, 1]).unwrap_err().kind,
+            CdrErrorKind::NoHeader { len: 2 }
+        ));
         assert!(matches!(
             decode(&l, &[0, 7, 0, 0, 1, 2]).unwrap_err().kind,
             CdrErrorKind::UnsupportedEncapsulation { id: 7 }
@@ -478,16 +556,36 @@ mod tests {
         bad[name_count_at..name_count_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         let e = decode(&s, &bad).unwrap_err();
         assert_eq!(e.path, "name");
-        assert!(matches!(e.kind, CdrErrorKind::ImpossibleCount { .. }), "{e}");
+        assert!(
+            matches!(e.kind, CdrErrorKind::ImpossibleCount { .. }),
+            "{e}"
+        );
         // Bad bool, bad UTF-8, missing NUL.
         let b = r.layout_of("std_msgs/msg/Bool").unwrap();
-        assert!(matches!(decode(&b, &[0, 1, 0, 0, 2]).unwrap_err().kind, CdrErrorKind::InvalidBool(2)));
+        assert!(matches!(
+            decode(&b, &[0, 1, 0, 0, 2]).unwrap_err().kind,
+            CdrErrorKind::InvalidBool(2)
+        ));
         let st = r.layout_of("std_msgs/msg/String").unwrap();
-        assert!(matches!(decode(&st, &[0, 1, 0, 0, 2, 0, 0, 0, 0xff, 0]).unwrap_err().kind, CdrErrorKind::InvalidUtf8));
-        assert!(matches!(decode(&st, &[0, 1, 0, 0, 2, 0, 0, 0, b'a', b'b']).unwrap_err().kind, CdrErrorKind::Unterminated));
+        assert!(matches!(
+            decode(&st, &[0, 1, 0, 0, 2, 0, 0, 0, 0xff, 0])
+                .unwrap_err()
+                .kind,
+            CdrErrorKind::InvalidUtf8
+        ));
+        assert!(matches!(
+            decode(&st, &[0, 1, 0, 0, 2, 0, 0, 0, b'a', b'b'])
+                .unwrap_err()
+                .kind,
+            CdrErrorKind::Unterminated
+        ));
         let e = decode(&l, &[0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 200, 0, 0, 0]).unwrap_err();
         assert_eq!(e.path, "header.frame_id");
-        assert!(e.to_string().starts_with("CDR at header.frame_id: truncated"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("CDR at header.frame_id: truncated"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -495,18 +593,32 @@ mod tests {
         let r = Registry::bundled();
         let l = r.layout_of("geometry_msgs/msg/Twist").unwrap();
         let mut v = l.default_value();
-        v.set_path(&"linear.x".parse().unwrap(), Value::String("fast".into())).unwrap();
+        v.set_path(&"linear.x".parse().unwrap(), Value::String("fast".into()))
+            .unwrap();
         let e = encode(&l, &v, Endianness::Little).unwrap_err();
-        assert_eq!(e.to_string(), "CDR at linear.x: expected float64, got string \"fast\"");
+        assert_eq!(
+            e.to_string(),
+            "CDR at linear.x: expected float64, got string \"fast\""
+        );
         let c = r.layout_of("sensor_msgs/msg/Imu").unwrap();
         let mut v = c.default_value();
-        v.set_path(&"orientation_covariance".parse().unwrap(), Value::Array(vec![Value::F64(0.0)])).unwrap();
+        v.set_path(
+            &"orientation_covariance".parse().unwrap(),
+            Value::Array(vec![Value::F64(0.0)]),
+        )
+        .unwrap();
         let e = encode(&c, &v, Endianness::Big).unwrap_err();
         assert!(e.to_string().contains("exactly 9"), "{e}");
         // Integers widen into float fields, and fit-checked into narrower ones.
         let mut v = l.default_value();
-        v.set_path(&"linear.x".parse().unwrap(), Value::I32(3)).unwrap();
+        v.set_path(&"linear.x".parse().unwrap(), Value::I32(3))
+            .unwrap();
         let b = encode(&l, &v, Endianness::Little).unwrap();
-        assert_eq!(decode(&l, &b).unwrap().get_path(&"linear.x".parse().unwrap()), Some(Value::F64(3.0)));
+        assert_eq!(
+            decode(&l, &b)
+                .unwrap()
+                .get_path(&"linear.x".parse().unwrap()),
+            Some(Value::F64(3.0))
+        );
     }
 }

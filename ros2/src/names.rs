@@ -21,7 +21,9 @@ pub enum NameError {
     NotRos { name: String, reason: &'static str },
     #[error("DDS type {name:?} is not a ROS 2 type name: expected pkg::msg::dds_::Name_ (or srv/action)")]
     NotRosType { name: String },
-    #[error("ROS name {name:?} maps to a DDS topic of {len} characters (limit {MAX_DDS_TOPIC_LEN})")]
+    #[error(
+        "ROS name {name:?} maps to a DDS topic of {len} characters (limit {MAX_DDS_TOPIC_LEN})"
+    )]
     TooLong { name: String, len: usize },
 }
 
@@ -96,7 +98,10 @@ impl RosName {
     fn dds_with(&self, prefix: &str, suffix: &str) -> Result<String, NameError> {
         let s = format!("{prefix}{}{suffix}", self.0);
         if s.len() > MAX_DDS_TOPIC_LEN {
-            return Err(NameError::TooLong { name: self.0.clone(), len: s.len() });
+            return Err(NameError::TooLong {
+                name: self.0.clone(),
+                len: s.len(),
+            });
         }
         Ok(s)
     }
@@ -125,7 +130,11 @@ impl Namespace {
         if ns.is_empty() || ns == "/" {
             return Ok(Self("/".into()));
         }
-        let abs = if ns.starts_with('/') { ns.to_owned() } else { format!("/{ns}") };
+        let abs = if ns.starts_with('/') {
+            ns.to_owned()
+        } else {
+            format!("/{ns}")
+        };
         let abs = abs.strip_suffix('/').map(str::to_owned).unwrap_or(abs);
         validate_absolute(&abs)?;
         Ok(Self(abs))
@@ -151,7 +160,10 @@ impl fmt::Display for Namespace {
 }
 
 fn invalid(name: &str, reason: &'static str) -> NameError {
-    NameError::InvalidName { name: name.to_owned(), reason }
+    NameError::InvalidName {
+        name: name.to_owned(),
+        reason,
+    }
 }
 
 /// The rules of `rmw_validate_full_topic_name`: starts with `/`, only
@@ -170,8 +182,14 @@ fn validate_absolute(name: &str) -> Result<(), NameError> {
     if name.ends_with('/') {
         return Err(invalid(name, "must not end with '/'"));
     }
-    if name.chars().any(|c| !(c.is_ascii_alphanumeric() || c == '_' || c == '/')) {
-        return Err(invalid(name, "may contain only letters, digits, '_' and '/'"));
+    if name
+        .chars()
+        .any(|c| !(c.is_ascii_alphanumeric() || c == '_' || c == '/'))
+    {
+        return Err(invalid(
+            name,
+            "may contain only letters, digits, '_' and '/'",
+        ));
     }
     for token in name[1..].split('/') {
         if token.is_empty() {
@@ -240,28 +258,73 @@ impl ActionPart {
     pub fn type_name(self, action_type: &TypeName) -> TypeName {
         let n = &action_type.name;
         let (pkg, kind, name) = match self {
-            Self::SendGoalRequest => (action_type.package.as_str(), InterfaceKind::Action, format!("{n}_SendGoal_Request")),
-            Self::SendGoalReply => (action_type.package.as_str(), InterfaceKind::Action, format!("{n}_SendGoal_Response")),
-            Self::GetResultRequest => (action_type.package.as_str(), InterfaceKind::Action, format!("{n}_GetResult_Request")),
-            Self::GetResultReply => (action_type.package.as_str(), InterfaceKind::Action, format!("{n}_GetResult_Response")),
-            Self::Feedback => (action_type.package.as_str(), InterfaceKind::Action, format!("{n}_FeedbackMessage")),
-            Self::CancelGoalRequest => ("action_msgs", InterfaceKind::Srv, "CancelGoal_Request".to_owned()),
-            Self::CancelGoalReply => ("action_msgs", InterfaceKind::Srv, "CancelGoal_Response".to_owned()),
-            Self::Status => ("action_msgs", InterfaceKind::Msg, "GoalStatusArray".to_owned()),
+            Self::SendGoalRequest => (
+                action_type.package.as_str(),
+                InterfaceKind::Action,
+                format!("{n}_SendGoal_Request"),
+            ),
+            Self::SendGoalReply => (
+                action_type.package.as_str(),
+                InterfaceKind::Action,
+                format!("{n}_SendGoal_Response"),
+            ),
+            Self::GetResultRequest => (
+                action_type.package.as_str(),
+                InterfaceKind::Action,
+                format!("{n}_GetResult_Request"),
+            ),
+            Self::GetResultReply => (
+                action_type.package.as_str(),
+                InterfaceKind::Action,
+                format!("{n}_GetResult_Response"),
+            ),
+            Self::Feedback => (
+                action_type.package.as_str(),
+                InterfaceKind::Action,
+                format!("{n}_FeedbackMessage"),
+            ),
+            Self::CancelGoalRequest => (
+                "action_msgs",
+                InterfaceKind::Srv,
+                "CancelGoal_Request".to_owned(),
+            ),
+            Self::CancelGoalReply => (
+                "action_msgs",
+                InterfaceKind::Srv,
+                "CancelGoal_Response".to_owned(),
+            ),
+            Self::Status => (
+                "action_msgs",
+                InterfaceKind::Msg,
+                "GoalStatusArray".to_owned(),
+            ),
         };
-        TypeName { package: pkg.to_owned(), kind, name }
+        TypeName {
+            package: pkg.to_owned(),
+            kind,
+            name,
+        }
     }
 }
 
 impl DdsTopic {
     /// Interprets a DDS topic name.
     pub fn parse(dds: &str) -> Result<Self, NameError> {
-        let not_ros = |reason| NameError::NotRos { name: dds.to_owned(), reason };
-        let (prefix, rest) = dds.split_once('/').ok_or_else(|| not_ros("no rt/, rq/ or rr/ prefix"))?;
+        let not_ros = |reason| NameError::NotRos {
+            name: dds.to_owned(),
+            reason,
+        };
+        let (prefix, rest) = dds
+            .split_once('/')
+            .ok_or_else(|| not_ros("no rt/, rq/ or rr/ prefix"))?;
         let body = match prefix {
             "rt" => rest,
-            "rq" => rest.strip_suffix("Request").ok_or_else(|| not_ros("rq/ topic must end in 'Request'"))?,
-            "rr" => rest.strip_suffix("Reply").ok_or_else(|| not_ros("rr/ topic must end in 'Reply'"))?,
+            "rq" => rest
+                .strip_suffix("Request")
+                .ok_or_else(|| not_ros("rq/ topic must end in 'Request'"))?,
+            "rr" => rest
+                .strip_suffix("Reply")
+                .ok_or_else(|| not_ros("rr/ topic must end in 'Reply'"))?,
             _ => return Err(not_ros("prefix must be rt/, rq/ or rr/")),
         };
         let name = RosName::parse(&format!("/{body}"))?;
@@ -269,7 +332,10 @@ impl DdsTopic {
             for part in ActionPart::ALL {
                 let (p, s, _) = part.wire();
                 if p == prefix && s == sub {
-                    return Ok(Self::Action { action: RosName::parse(action)?, part });
+                    return Ok(Self::Action {
+                        action: RosName::parse(action)?,
+                        part,
+                    });
                 }
             }
         }
@@ -335,13 +401,20 @@ impl TypeName {
         let full = format!("{package}/{}/{name}", kind.as_str());
         validate_package(package, &full)?;
         validate_type_ident(name, &full)?;
-        Ok(Self { package: package.to_owned(), kind, name: name.to_owned() })
+        Ok(Self {
+            package: package.to_owned(),
+            kind,
+            name: name.to_owned(),
+        })
     }
 
     /// Parses `pkg/msg/Name`, `pkg/srv/Name_Request`, `pkg/action/Name_Goal`,
     /// or the short form `pkg/Name` (a message).
     pub fn parse(s: &str) -> Result<Self, NameError> {
-        let bad = |reason| NameError::InvalidType { name: s.to_owned(), reason };
+        let bad = |reason| NameError::InvalidType {
+            name: s.to_owned(),
+            reason,
+        };
         let parts: Vec<&str> = s.split('/').collect();
         match parts.as_slice() {
             [pkg, name] => Self::new(pkg, InterfaceKind::Msg, name),
@@ -360,26 +433,41 @@ impl TypeName {
 
     /// The DDS type name: `sensor_msgs::msg::dds_::BatteryState_`.
     pub fn to_dds(&self) -> String {
-        format!("{}::{}::dds_::{}_", self.package, self.kind.as_str(), self.name)
+        format!(
+            "{}::{}::dds_::{}_",
+            self.package,
+            self.kind.as_str(),
+            self.name
+        )
     }
 
     /// Parses a DDS type name produced by a ROS 2 rmw.
     pub fn from_dds(s: &str) -> Result<Self, NameError> {
         let bad = || NameError::NotRosType { name: s.to_owned() };
         let parts: Vec<&str> = s.split("::").collect();
-        let [pkg, kind, "dds_", name] = parts.as_slice() else { return Err(bad()) };
+        let [pkg, kind, "dds_", name] = parts.as_slice() else {
+            return Err(bad());
+        };
         let name = name.strip_suffix('_').ok_or_else(bad)?;
         Self::parse(&format!("{pkg}/{kind}/{name}")).map_err(|_| bad())
     }
 
     /// The request type of service `pkg/srv/Name`.
     pub fn service_request(&self) -> Self {
-        Self { package: self.package.clone(), kind: self.kind, name: format!("{}_Request", self.name) }
+        Self {
+            package: self.package.clone(),
+            kind: self.kind,
+            name: format!("{}_Request", self.name),
+        }
     }
 
     /// The response type of service `pkg/srv/Name`.
     pub fn service_response(&self) -> Self {
-        Self { package: self.package.clone(), kind: self.kind, name: format!("{}_Response", self.name) }
+        Self {
+            package: self.package.clone(),
+            kind: self.kind,
+            name: format!("{}_Response", self.name),
+        }
     }
 }
 
@@ -397,20 +485,28 @@ impl std::str::FromStr for TypeName {
 }
 
 fn validate_package(pkg: &str, full: &str) -> Result<(), NameError> {
-    let bad = |reason| NameError::InvalidType { name: full.to_owned(), reason };
+    let bad = |reason| NameError::InvalidType {
+        name: full.to_owned(),
+        reason,
+    };
     let mut chars = pkg.chars();
     match chars.next() {
         Some(c) if c.is_ascii_lowercase() => {}
         _ => return Err(bad("package name must start with a lowercase letter")),
     }
     if !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
-        return Err(bad("package name may contain only lowercase letters, digits and '_'"));
+        return Err(bad(
+            "package name may contain only lowercase letters, digits and '_'",
+        ));
     }
     Ok(())
 }
 
 fn validate_type_ident(name: &str, full: &str) -> Result<(), NameError> {
-    let bad = |reason| NameError::InvalidType { name: full.to_owned(), reason };
+    let bad = |reason| NameError::InvalidType {
+        name: full.to_owned(),
+        reason,
+    };
     let mut chars = name.chars();
     match chars.next() {
         Some(c) if c.is_ascii_uppercase() => {}
@@ -430,28 +526,50 @@ mod tests {
     fn topics_map_both_ways() {
         let n = RosName::parse("/robot1/odom").unwrap();
         assert_eq!(n.to_dds_topic().unwrap(), "rt/robot1/odom");
-        assert_eq!(DdsTopic::parse("rt/robot1/odom").unwrap(), DdsTopic::Topic(n));
+        assert_eq!(
+            DdsTopic::parse("rt/robot1/odom").unwrap(),
+            DdsTopic::Topic(n)
+        );
         let s = RosName::parse("/add_two_ints").unwrap();
         assert_eq!(s.to_dds_request().unwrap(), "rq/add_two_intsRequest");
         assert_eq!(s.to_dds_reply().unwrap(), "rr/add_two_intsReply");
-        assert_eq!(DdsTopic::parse("rr/add_two_intsReply").unwrap(), DdsTopic::ServiceReply(s.clone()));
-        assert_eq!(DdsTopic::parse("rq/add_two_intsRequest").unwrap(), DdsTopic::ServiceRequest(s));
+        assert_eq!(
+            DdsTopic::parse("rr/add_two_intsReply").unwrap(),
+            DdsTopic::ServiceReply(s.clone())
+        );
+        assert_eq!(
+            DdsTopic::parse("rq/add_two_intsRequest").unwrap(),
+            DdsTopic::ServiceRequest(s)
+        );
     }
 
     #[test]
     fn action_parts_round_trip() {
         let a = RosName::parse("/navigate_to_pose").unwrap();
         for part in ActionPart::ALL {
-            let t = DdsTopic::Action { action: a.clone(), part };
+            let t = DdsTopic::Action {
+                action: a.clone(),
+                part,
+            };
             let dds = t.to_dds().unwrap();
             assert_eq!(DdsTopic::parse(&dds).unwrap(), t, "{dds}");
         }
         assert_eq!(
-            DdsTopic::Action { action: a.clone(), part: ActionPart::SendGoalRequest }.to_dds().unwrap(),
+            DdsTopic::Action {
+                action: a.clone(),
+                part: ActionPart::SendGoalRequest
+            }
+            .to_dds()
+            .unwrap(),
             "rq/navigate_to_pose/_action/send_goalRequest"
         );
         assert_eq!(
-            DdsTopic::Action { action: a, part: ActionPart::Status }.to_dds().unwrap(),
+            DdsTopic::Action {
+                action: a,
+                part: ActionPart::Status
+            }
+            .to_dds()
+            .unwrap(),
             "rt/navigate_to_pose/_action/status"
         );
         let ty = TypeName::parse("nav2_msgs/action/NavigateToPose").unwrap();
@@ -459,17 +577,29 @@ mod tests {
             ActionPart::SendGoalRequest.type_name(&ty).to_dds(),
             "nav2_msgs::action::dds_::NavigateToPose_SendGoal_Request_"
         );
-        assert_eq!(ActionPart::Status.type_name(&ty).to_string(), "action_msgs/msg/GoalStatusArray");
+        assert_eq!(
+            ActionPart::Status.type_name(&ty).to_string(),
+            "action_msgs/msg/GoalStatusArray"
+        );
     }
 
     #[test]
     fn type_names_map_both_ways() {
         let t = TypeName::parse("sensor_msgs/msg/BatteryState").unwrap();
         assert_eq!(t.to_dds(), "sensor_msgs::msg::dds_::BatteryState_");
-        assert_eq!(TypeName::from_dds("sensor_msgs::msg::dds_::BatteryState_").unwrap(), t);
-        assert_eq!(TypeName::parse("std_msgs/String").unwrap().to_string(), "std_msgs/msg/String");
+        assert_eq!(
+            TypeName::from_dds("sensor_msgs::msg::dds_::BatteryState_").unwrap(),
+            t
+        );
+        assert_eq!(
+            TypeName::parse("std_msgs/String").unwrap().to_string(),
+            "std_msgs/msg/String"
+        );
         let srv = TypeName::parse("example_interfaces/srv/AddTwoInts").unwrap();
-        assert_eq!(srv.service_request().to_dds(), "example_interfaces::srv::dds_::AddTwoInts_Request_");
+        assert_eq!(
+            srv.service_request().to_dds(),
+            "example_interfaces::srv::dds_::AddTwoInts_Request_"
+        );
         assert_eq!(
             TypeName::from_dds("example_interfaces::srv::dds_::AddTwoInts_Response_").unwrap(),
             srv.service_response()
@@ -482,7 +612,9 @@ mod tests {
 
     #[test]
     fn bad_names_are_typed_errors() {
-        for bad in ["", "/", "odom", "/odom/", "//odom", "/a//b", "/1odom", "/od om", "/odöm", "/a/-b"] {
+        for bad in [
+            "", "/", "odom", "/odom/", "//odom", "/a//b", "/1odom", "/od om", "/odöm", "/a/-b",
+        ] {
             let err = RosName::parse(bad).unwrap_err();
             assert!(matches!(err, NameError::InvalidName { .. }), "{bad}: {err}");
             assert!(err.to_string().contains("invalid ROS name"));
@@ -491,7 +623,10 @@ mod tests {
         assert!(DdsTopic::parse("rq/fooReply").is_err());
         assert!(DdsTopic::parse("xx/foo").is_err());
         let long = format!("/{}", "a".repeat(300));
-        assert!(matches!(RosName::parse(&long).unwrap().to_dds_topic(), Err(NameError::TooLong { .. })));
+        assert!(matches!(
+            RosName::parse(&long).unwrap().to_dds_topic(),
+            Err(NameError::TooLong { .. })
+        ));
     }
 
     #[test]
@@ -502,10 +637,21 @@ mod tests {
         let full = odom.prefixed(&ns);
         assert_eq!(full.as_str(), "/robot1/odom");
         assert_eq!(full.strip_namespace(&ns).unwrap(), odom);
-        assert_eq!(RosName::parse("/robot10/odom").unwrap().strip_namespace(&ns), None);
+        assert_eq!(
+            RosName::parse("/robot10/odom")
+                .unwrap()
+                .strip_namespace(&ns),
+            None
+        );
         assert_eq!(odom.prefixed(&Namespace::root()), odom);
-        assert_eq!(RosName::resolve("odom", "/robot1").unwrap().as_str(), "/robot1/odom");
-        assert_eq!(RosName::resolve("/odom", "/robot1").unwrap().as_str(), "/odom");
+        assert_eq!(
+            RosName::resolve("odom", "/robot1").unwrap().as_str(),
+            "/robot1/odom"
+        );
+        assert_eq!(
+            RosName::resolve("/odom", "/robot1").unwrap().as_str(),
+            "/odom"
+        );
         assert_eq!(RosName::resolve("odom", "/").unwrap().as_str(), "/odom");
         assert!(RosName::resolve("~/odom", "/").is_err());
     }

@@ -46,7 +46,10 @@ pub struct ValueError {
 
 impl ValueError {
     pub(crate) fn new(message: impl Into<String>) -> Self {
-        Self { path: String::new(), message: message.into() }
+        Self {
+            path: String::new(),
+            message: message.into(),
+        }
     }
 
     /// Prefixes the path with a field name or index.
@@ -137,7 +140,10 @@ impl Value {
 
     fn field_mut(&mut self, name: &str) -> Option<&mut Value> {
         match self {
-            Self::Struct(fields) => fields.iter_mut().find(|(n, _)| &**n == name).map(|(_, v)| v),
+            Self::Struct(fields) => fields
+                .iter_mut()
+                .find(|(n, _)| &**n == name)
+                .map(|(_, v)| v),
             _ => None,
         }
     }
@@ -151,7 +157,9 @@ impl Value {
             cur = match (seg, cur) {
                 (PathSegment::Field(name), v) => v.field(name)?,
                 (PathSegment::Index(ix), Self::Array(items)) => items.get(*ix)?,
-                (PathSegment::Index(ix), Self::Bytes(b)) if i + 1 == segs.len() => return b.get(*ix).map(|b| Self::U8(*b)),
+                (PathSegment::Index(ix), Self::Bytes(b)) if i + 1 == segs.len() => {
+                    return b.get(*ix).map(|b| Self::U8(*b))
+                }
                 _ => return None,
             };
         }
@@ -165,7 +173,10 @@ impl Value {
         let mut cur = self;
         for (i, seg) in segs.iter().enumerate() {
             let last = i + 1 == segs.len();
-            let missing = || ValueError { path: path.to_string(), message: "no such field or element".into() };
+            let missing = || ValueError {
+                path: path.to_string(),
+                message: "no such field or element".into(),
+            };
             cur = match seg {
                 PathSegment::Field(name) => cur.field_mut(name).ok_or_else(missing)?,
                 PathSegment::Index(ix) => match cur {
@@ -196,9 +207,14 @@ impl Value {
         match (self, other) {
             (Self::F32(a), Self::F32(b)) => a == b || (a.is_nan() && b.is_nan()),
             (Self::F64(a), Self::F64(b)) => a == b || (a.is_nan() && b.is_nan()),
-            (Self::Array(a), Self::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same(y)),
+            (Self::Array(a), Self::Array(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same(y))
+            }
             (Self::Struct(a), Self::Struct(b)) => {
-                a.len() == b.len() && a.iter().zip(b).all(|((na, x), (nb, y))| na == nb && x.same(y))
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b)
+                        .all(|((na, x), (nb, y))| na == nb && x.same(y))
             }
             (a, b) => a == b,
         }
@@ -229,10 +245,24 @@ impl Value {
     /// target takes any number, an integer target takes integers (and
     /// integral floats) in range, bool takes bool.
     pub fn convert(&self, p: Primitive) -> Result<Value, ValueError> {
-        let bad = || ValueError::new(format!("expected {}, got {} {}", p.name(), self.kind(), self.display_short()));
+        let bad = || {
+            ValueError::new(format!(
+                "expected {}, got {} {}",
+                p.name(),
+                self.kind(),
+                self.display_short()
+            ))
+        };
         if p.is_float() {
-            let f = self.as_f64().filter(|_| !matches!(self, Self::Bool(_))).ok_or_else(bad)?;
-            return Ok(if p == Primitive::Float32 { Self::F32(f as f32) } else { Self::F64(f) });
+            let f = self
+                .as_f64()
+                .filter(|_| !matches!(self, Self::Bool(_)))
+                .ok_or_else(bad)?;
+            return Ok(if p == Primitive::Float32 {
+                Self::F32(f as f32)
+            } else {
+                Self::F64(f)
+            });
         }
         if p == Primitive::Bool {
             return self.as_bool().map(Self::Bool).ok_or_else(bad);
@@ -250,7 +280,9 @@ impl Value {
         };
         let out_of_range = || ValueError::new(format!("{i} is out of range for {}", p.name()));
         Ok(match p {
-            Primitive::Byte | Primitive::Char | Primitive::UInt8 => Self::U8(i.try_into().map_err(|_| out_of_range())?),
+            Primitive::Byte | Primitive::Char | Primitive::UInt8 => {
+                Self::U8(i.try_into().map_err(|_| out_of_range())?)
+            }
             Primitive::Int8 => Self::I8(i.try_into().map_err(|_| out_of_range())?),
             Primitive::Int16 => Self::I16(i.try_into().map_err(|_| out_of_range())?),
             Primitive::UInt16 => Self::U16(i.try_into().map_err(|_| out_of_range())?),
@@ -280,7 +312,9 @@ impl Value {
             } else if f.is_infinite() {
                 J::String(if f > 0.0 { "inf" } else { "-inf" }.into())
             } else {
-                serde_json::Number::from_f64(f).map(J::Number).unwrap_or(J::Null)
+                serde_json::Number::from_f64(f)
+                    .map(J::Number)
+                    .unwrap_or(J::Null)
             }
         };
         match self {
@@ -300,18 +334,29 @@ impl Value {
             Self::String(s) => J::String(s.clone()),
             Self::Bytes(b) => J::Array(b.iter().map(|x| (*x).into()).collect()),
             Self::Array(a) => J::Array(a.iter().map(Self::to_json).collect()),
-            Self::Struct(fields) => J::Object(fields.iter().map(|(n, v)| (n.to_string(), v.to_json())).collect()),
+            Self::Struct(fields) => J::Object(
+                fields
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_json()))
+                    .collect(),
+            ),
         }
     }
 
     /// Builds a message value of `layout` from its JSON form. Fields missing
     /// from the object take their defaults; unknown keys are errors.
     pub fn from_json(layout: &Layout, json: &serde_json::Value) -> Result<Value, ValueError> {
-        let obj = json
-            .as_object()
-            .ok_or_else(|| ValueError::new(format!("expected a JSON object for {}, got {json}", layout.type_name)))?;
+        let obj = json.as_object().ok_or_else(|| {
+            ValueError::new(format!(
+                "expected a JSON object for {}, got {json}",
+                layout.type_name
+            ))
+        })?;
         if let Some(k) = obj.keys().find(|k| layout.field(k).is_none()) {
-            return Err(ValueError::new(format!("{} has no field {k:?}", layout.type_name)));
+            return Err(ValueError::new(format!(
+                "{} has no field {k:?}",
+                layout.type_name
+            )));
         }
         let mut fields = Vec::with_capacity(layout.fields.len());
         for f in &layout.fields {
@@ -328,7 +373,9 @@ impl Value {
         if !f.array.is_array() {
             return Self::from_json_typed(&f.ty, j);
         }
-        let items = j.as_array().ok_or_else(|| ValueError::new(format!("expected a JSON array, got {}", short(j))))?;
+        let items = j
+            .as_array()
+            .ok_or_else(|| ValueError::new(format!("expected a JSON array, got {}", short(j))))?;
         check_len(f.array, items.len())?;
         if let LayoutType::Primitive(p) = f.ty {
             if p.is_octet() {
@@ -358,10 +405,15 @@ impl Value {
         match ty {
             LayoutType::Struct(l) => Self::from_json(l, j),
             LayoutType::String { bound } | LayoutType::WString { bound } => {
-                let s = j.as_str().ok_or_else(|| ValueError::new(format!("expected a string, got {}", short(j))))?;
+                let s = j.as_str().ok_or_else(|| {
+                    ValueError::new(format!("expected a string, got {}", short(j)))
+                })?;
                 if let Some(b) = bound {
                     if s.chars().count() > *b {
-                        return Err(ValueError::new(format!("string of {} characters exceeds its bound {b}", s.chars().count())));
+                        return Err(ValueError::new(format!(
+                            "string of {} characters exceeds its bound {b}",
+                            s.chars().count()
+                        )));
                     }
                 }
                 Ok(Value::String(s.to_owned()))
@@ -384,7 +436,13 @@ impl Value {
                         "-inf" | "-Infinity" => Value::F64(f64::NEG_INFINITY),
                         _ => return Err(ValueError::new(format!("expected a number, got {j}"))),
                     },
-                    _ => return Err(ValueError::new(format!("expected {}, got {}", p.name(), short(j)))),
+                    _ => {
+                        return Err(ValueError::new(format!(
+                            "expected {}, got {}",
+                            p.name(),
+                            short(j)
+                        )))
+                    }
                 };
                 // Keep the full f32 precision: a JSON number for a float32 field
                 // is parsed as f64 and then rounded once.
@@ -397,7 +455,10 @@ impl Value {
 fn short(j: &serde_json::Value) -> String {
     let s = j.to_string();
     if s.len() > 40 {
-        format!("{}…", &s[..s.char_indices().nth(40).map(|(i, _)| i).unwrap_or(s.len())])
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(40).map(|(i, _)| i).unwrap_or(s.len())]
+        )
     } else {
         s
     }
@@ -406,8 +467,12 @@ fn short(j: &serde_json::Value) -> String {
 /// Checks an array length against its kind.
 pub(crate) fn check_len(array: ArrayKind, len: usize) -> Result<(), ValueError> {
     match array {
-        ArrayKind::Fixed(n) if len != n => Err(ValueError::new(format!("fixed array needs exactly {n} elements, got {len}"))),
-        ArrayKind::Bounded(n) if len > n => Err(ValueError::new(format!("sequence of {len} elements exceeds its bound {n}"))),
+        ArrayKind::Fixed(n) if len != n => Err(ValueError::new(format!(
+            "fixed array needs exactly {n} elements, got {len}"
+        ))),
+        ArrayKind::Bounded(n) if len > n => Err(ValueError::new(format!(
+            "sequence of {len} elements exceeds its bound {n}"
+        ))),
         _ => Ok(()),
     }
 }
@@ -461,7 +526,10 @@ impl std::str::FromStr for FieldPath {
     type Err = PathError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason| PathError { path: s.to_owned(), reason };
+        let err = |reason| PathError {
+            path: s.to_owned(),
+            reason,
+        };
         if s.is_empty() {
             return Err(err("empty"));
         }
@@ -472,12 +540,16 @@ impl std::str::FromStr for FieldPath {
                 None => (part, ""),
             };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(err("each part must start with a field name of letters, digits and '_'"));
+                return Err(err(
+                    "each part must start with a field name of letters, digits and '_'",
+                ));
             }
             segments.push(PathSegment::Field(name.to_owned()));
             while !rest.is_empty() {
                 let close = rest.find(']').ok_or_else(|| err("unclosed '['"))?;
-                let ix = rest[1..close].parse::<usize>().map_err(|_| err("an index must be a non-negative integer"))?;
+                let ix = rest[1..close]
+                    .parse::<usize>()
+                    .map_err(|_| err("an index must be a non-negative integer"))?;
                 segments.push(PathSegment::Index(ix));
                 rest = &rest[close + 1..];
                 if !rest.is_empty() && !rest.starts_with('[') {
@@ -485,7 +557,10 @@ impl std::str::FromStr for FieldPath {
                 }
             }
         }
-        Ok(Self { text: s.to_owned(), segments })
+        Ok(Self {
+            text: s.to_owned(),
+            segments,
+        })
     }
 }
 
@@ -502,7 +577,11 @@ mod tests {
     fn paths_parse_and_reject() {
         assert_eq!(
             p("cells[3].temperature").segments(),
-            [PathSegment::Field("cells".into()), PathSegment::Index(3), PathSegment::Field("temperature".into())]
+            [
+                PathSegment::Field("cells".into()),
+                PathSegment::Index(3),
+                PathSegment::Field("temperature".into())
+            ]
         );
         assert_eq!(p("a[1][2]").segments().len(), 3);
         for bad in ["", ".a", "a.", "a[", "a[x]", "a[1]b", "a b", "[1]"] {
@@ -515,10 +594,18 @@ mod tests {
         let r = Registry::bundled();
         let l = r.layout_of("nav_msgs/msg/Odometry").unwrap();
         let mut v = l.default_value();
-        assert_eq!(v.get_path(&p("pose.pose.orientation.w")), Some(Value::F64(1.0)));
-        v.set_path(&p("pose.pose.position.x"), Value::F64(2.5)).unwrap();
-        v.set_path(&p("pose.covariance[7]"), Value::F64(-1.0)).unwrap();
-        assert_eq!(v.get_path(&p("pose.pose.position.x")), Some(Value::F64(2.5)));
+        assert_eq!(
+            v.get_path(&p("pose.pose.orientation.w")),
+            Some(Value::F64(1.0))
+        );
+        v.set_path(&p("pose.pose.position.x"), Value::F64(2.5))
+            .unwrap();
+        v.set_path(&p("pose.covariance[7]"), Value::F64(-1.0))
+            .unwrap();
+        assert_eq!(
+            v.get_path(&p("pose.pose.position.x")),
+            Some(Value::F64(2.5))
+        );
         assert_eq!(v.get_path(&p("pose.covariance[7]")), Some(Value::F64(-1.0)));
         assert!(v.set_path(&p("pose.nope"), Value::F64(1.0)).is_err());
         assert_eq!(v.get_path(&p("pose.covariance[99]")), None);
@@ -537,12 +624,24 @@ mod tests {
         let back = Value::from_json(&l, &v.to_json()).unwrap();
         assert_eq!(back.to_json(), v.to_json());
         let e = Value::from_json(&l, &serde_json::json!({"power_supply_status": 300})).unwrap_err();
-        assert_eq!(e.to_string(), "power_supply_status: 300 is out of range for uint8");
+        assert_eq!(
+            e.to_string(),
+            "power_supply_status: 300 is out of range for uint8"
+        );
         let e = Value::from_json(&l, &serde_json::json!({"cell_voltage": [1, "x"]})).unwrap_err();
-        assert!(e.to_string().starts_with("cell_voltage[1]: expected a number"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("cell_voltage[1]: expected a number"),
+            "{e}"
+        );
         let e = Value::from_json(&l, &serde_json::json!({"bogus": 1})).unwrap_err();
         assert!(e.to_string().contains("no field \"bogus\""), "{e}");
-        let e = Value::from_json(&l, &serde_json::json!({"header": {"stamp": {"sec": 1.5}}})).unwrap_err();
-        assert!(e.to_string().starts_with("header.stamp.sec: expected int32"), "{e}");
+        let e = Value::from_json(&l, &serde_json::json!({"header": {"stamp": {"sec": 1.5}}}))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("header.stamp.sec: expected int32"),
+            "{e}"
+        );
     }
 }

@@ -22,7 +22,9 @@ fn float32() -> impl Strategy<Value = f32> {
 fn prim(p: Primitive) -> BoxedStrategy<Value> {
     match p {
         Primitive::Bool => any::<bool>().prop_map(Value::Bool).boxed(),
-        Primitive::Byte | Primitive::Char | Primitive::UInt8 => any::<u8>().prop_map(Value::U8).boxed(),
+        Primitive::Byte | Primitive::Char | Primitive::UInt8 => {
+            any::<u8>().prop_map(Value::U8).boxed()
+        }
         Primitive::Int8 => any::<i8>().prop_map(Value::I8).boxed(),
         Primitive::Int16 => any::<i16>().prop_map(Value::I16).boxed(),
         Primitive::UInt16 => any::<u16>().prop_map(Value::U16).boxed(),
@@ -57,17 +59,21 @@ fn field(f: &LayoutField) -> BoxedStrategy<Value> {
         ArrayKind::Unbounded => (0, 4),
     };
     match f.ty {
-        LayoutType::Primitive(p) if p.is_octet() => {
-            proptest::collection::vec(any::<u8>(), lo..=hi).prop_map(Value::Bytes).boxed()
-        }
-        _ => proptest::collection::vec(elem(&f.ty), lo..=hi).prop_map(Value::Array).boxed(),
+        LayoutType::Primitive(p) if p.is_octet() => proptest::collection::vec(any::<u8>(), lo..=hi)
+            .prop_map(Value::Bytes)
+            .boxed(),
+        _ => proptest::collection::vec(elem(&f.ty), lo..=hi)
+            .prop_map(Value::Array)
+            .boxed(),
     }
 }
 
 fn message(l: &Arc<Layout>) -> BoxedStrategy<Value> {
     let names: Vec<Arc<str>> = l.fields.iter().map(|f| f.name.clone()).collect();
     let fields: Vec<BoxedStrategy<Value>> = l.fields.iter().map(field).collect();
-    fields.prop_map(move |vals| Value::Struct(names.iter().cloned().zip(vals).collect())).boxed()
+    fields
+        .prop_map(move |vals| Value::Struct(names.iter().cloned().zip(vals).collect()))
+        .boxed()
 }
 
 #[test]
@@ -76,16 +82,23 @@ fn random_values_round_trip_for_every_bundled_type() {
     let mut types = 0;
     for t in reg.type_names() {
         let layout = reg.layout(t).unwrap();
-        let mut runner = TestRunner::new(Config { cases: 48, failure_persistence: None, ..Config::default() });
+        let mut runner = TestRunner::new(Config {
+            cases: 48,
+            failure_persistence: None,
+            ..Config::default()
+        });
         runner
             .run(&message(&layout), |v| {
                 for e in [Endianness::Little, Endianness::Big] {
-                    let bytes = encode(&layout, &v, e).map_err(|err| TestCaseError::fail(format!("{t}: {err}")))?;
-                    let back = decode(&layout, &bytes).map_err(|err| TestCaseError::fail(format!("{t}: {err}")))?;
+                    let bytes = encode(&layout, &v, e)
+                        .map_err(|err| TestCaseError::fail(format!("{t}: {err}")))?;
+                    let back = decode(&layout, &bytes)
+                        .map_err(|err| TestCaseError::fail(format!("{t}: {err}")))?;
                     prop_assert_eq!(&back, &v, "{} {:?}", t, e);
                 }
                 // The JSON form round-trips through the typed parser too.
-                let j = Value::from_json(&layout, &v.to_json()).map_err(|err| TestCaseError::fail(err.to_string()))?;
+                let j = Value::from_json(&layout, &v.to_json())
+                    .map_err(|err| TestCaseError::fail(err.to_string()))?;
                 prop_assert_eq!(&j, &v);
                 Ok(())
             })
@@ -100,8 +113,15 @@ fn garbage_never_panics() {
     let reg = Registry::bundled();
     for t in reg.type_names() {
         let layout = reg.layout(t).unwrap();
-        let mut runner = TestRunner::new(Config { cases: 64, failure_persistence: None, ..Config::default() });
-        let garbage = (prop_oneof![Just(0u8), Just(1u8)], proptest::collection::vec(any::<u8>(), 0..200));
+        let mut runner = TestRunner::new(Config {
+            cases: 64,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let garbage = (
+            prop_oneof![Just(0u8), Just(1u8)],
+            proptest::collection::vec(any::<u8>(), 0..200),
+        );
         runner
             .run(&garbage, |(e, body)| {
                 let mut p = vec![0, e, 0, 0];

@@ -144,7 +144,9 @@ async fn round_trip_reliable_and_best_effort() {
         }
     };
     a.shutdown();
-    timeout(T, gone).await.expect("reader still matched after the writer's participant left");
+    timeout(T, gone)
+        .await
+        .expect("reader still matched after the writer's participant left");
     b.shutdown();
 }
 

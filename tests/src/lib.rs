@@ -18,7 +18,10 @@ use std::path::PathBuf;
 
 /// The workspace root (parent of this crate).
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
 }
 
 /// The Python test scripts (`tests/python`).
@@ -33,7 +36,9 @@ pub fn interfaces_dir() -> PathBuf {
 
 /// A directory for this test's output files (`tests/out/<name>`), kept after the run.
 pub fn out_dir(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("out").join(name);
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("out")
+        .join(name);
     let _ = std::fs::create_dir_all(&d);
     d
 }
@@ -42,7 +47,8 @@ pub fn out_dir(name: &str) -> PathBuf {
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rustdds=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rustdds=warn".into()),
         )
         .with_test_writer()
         .try_init();

@@ -5,7 +5,9 @@ use std::process::Command;
 
 /// Whether this run is CI (`CI=true`), where every prerequisite must be met.
 pub fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+    std::env::var("CI")
+        .map(|v| v == "true" || v == "1")
+        .unwrap_or(false)
 }
 
 /// Returns the value, or skips the test (prints why and returns `None`);
@@ -30,7 +32,9 @@ pub fn netns_capable() -> Result<(), String> {
         .and_then(|l| l.split_whitespace().next())
         .unwrap_or("");
     if uid != "0" {
-        return Err("root, to create network namespaces (run the README test command as root)".into());
+        return Err(
+            "root, to create network namespaces (run the README test command as root)".into(),
+        );
     }
     match Command::new("ip").arg("-V").output() {
         Ok(o) if o.status.success() => Ok(()),

@@ -21,7 +21,11 @@ pub struct Proc {
     log: Arc<Mutex<Vec<String>>>,
 }
 
-fn pump(name: String, r: impl std::io::Read + Send + 'static, log: Option<Arc<Mutex<Vec<String>>>>) -> Receiver<String> {
+fn pump(
+    name: String,
+    r: impl std::io::Read + Send + 'static,
+    log: Option<Arc<Mutex<Vec<String>>>>,
+) -> Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(r).lines() {
@@ -43,12 +47,31 @@ fn pump(name: String, r: impl std::io::Read + Send + 'static, log: Option<Arc<Mu
 impl Proc {
     /// Spawns `cmd` with piped stdio.
     pub fn spawn(name: &str, mut cmd: Command) -> Result<Self> {
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().with_context(|| format!("spawning {name}: {cmd:?}"))?;
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {name}: {cmd:?}"))?;
         let log = Arc::new(Mutex::new(Vec::new()));
-        let stdout = pump(name.to_owned(), child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?, None);
-        let stderr = pump(name.to_owned(), child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?, Some(log.clone()));
-        Ok(Self { name: name.to_owned(), stdin: child.stdin.take(), child, stdout, stderr, log })
+        let stdout = pump(
+            name.to_owned(),
+            child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?,
+            None,
+        );
+        let stderr = pump(
+            name.to_owned(),
+            child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?,
+            Some(log.clone()),
+        );
+        Ok(Self {
+            name: name.to_owned(),
+            stdin: child.stdin.take(),
+            child,
+            stdout,
+            stderr,
+            log,
+        })
     }
 
     /// Waits for a stderr line containing `needle`.
@@ -59,9 +82,16 @@ impl Proc {
             match self.stderr.recv_timeout(left) {
                 Ok(l) if l.contains(needle) => return Ok(l),
                 Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => bail!("{}: no stderr line with {needle:?} within {timeout:?}", self.name),
+                Err(RecvTimeoutError::Timeout) => bail!(
+                    "{}: no stderr line with {needle:?} within {timeout:?}",
+                    self.name
+                ),
                 Err(RecvTimeoutError::Disconnected) => {
-                    bail!("{}: exited before printing {needle:?}; stderr:\n{}", self.name, self.stderr_log())
+                    bail!(
+                        "{}: exited before printing {needle:?}; stderr:\n{}",
+                        self.name,
+                        self.stderr_log()
+                    )
                 }
             }
         }
@@ -88,7 +118,10 @@ impl Proc {
 
     /// Writes a line to stdin.
     pub fn send_line(&mut self, line: &str) -> Result<()> {
-        let stdin = self.stdin.as_mut().ok_or_else(|| anyhow!("{}: stdin closed", self.name))?;
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| anyhow!("{}: stdin closed", self.name))?;
         writeln!(stdin, "{line}")?;
         stdin.flush()?;
         Ok(())
@@ -102,10 +135,18 @@ impl Proc {
                 if st.success() {
                     return Ok(());
                 }
-                bail!("{} exited with {st}; stderr:\n{}", self.name, self.stderr_log());
+                bail!(
+                    "{} exited with {st}; stderr:\n{}",
+                    self.name,
+                    self.stderr_log()
+                );
             }
             if Instant::now() > deadline {
-                bail!("{} did not exit within {timeout:?}; stderr:\n{}", self.name, self.stderr_log());
+                bail!(
+                    "{} did not exit within {timeout:?}; stderr:\n{}",
+                    self.name,
+                    self.stderr_log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

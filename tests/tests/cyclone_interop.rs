@@ -62,7 +62,9 @@ impl Env {
                 c
             }
         };
-        c.args(args).env("ROS_DOMAIN_ID", self.domain.to_string()).env("RUST_LOG", "warn");
+        c.args(args)
+            .env("ROS_DOMAIN_ID", self.domain.to_string())
+            .env("RUST_LOG", "warn");
         c
     }
 
@@ -97,8 +99,16 @@ impl Env {
         let n = case.values.len();
         let mut sub_args = vec!["sub".to_owned()];
         sub_args.extend(self.common(case));
-        sub_args.extend(["--count".into(), n.to_string(), "--timeout".into(), "60".into()]);
-        let mut sub = Proc::spawn(&format!("{}-sub-{subscriber:?}", case.name), self.peer(subscriber, &sub_args))?;
+        sub_args.extend([
+            "--count".into(),
+            n.to_string(),
+            "--timeout".into(),
+            "60".into(),
+        ]);
+        let mut sub = Proc::spawn(
+            &format!("{}-sub-{subscriber:?}", case.name),
+            self.peer(subscriber, &sub_args),
+        )?;
         sub.wait_stderr("READY", T)?;
 
         let mut pub_args = vec!["pub".to_owned()];
@@ -114,7 +124,10 @@ impl Env {
             "--linger".into(),
             "3".into(),
         ]);
-        let mut publ = Proc::spawn(&format!("{}-pub-{publisher:?}", case.name), self.peer(publisher, &pub_args))?;
+        let mut publ = Proc::spawn(
+            &format!("{}-pub-{publisher:?}", case.name),
+            self.peer(publisher, &pub_args),
+        )?;
         // Both sides must have matched: the writer its reader, the reader its writer.
         publ.wait_stderr("WAITING", T)?;
         sub.wait_stderr("MATCHED", T)?;
@@ -140,7 +153,10 @@ impl Env {
             "--linger".into(),
             "60".into(),
         ]);
-        let publ = Proc::spawn(&format!("{}-pub-{publisher:?}", case.name), self.peer(publisher, &pub_args))?;
+        let publ = Proc::spawn(
+            &format!("{}-pub-{publisher:?}", case.name),
+            self.peer(publisher, &pub_args),
+        )?;
         publ.wait_stderr(&format!("WROTE {}", case.values.len() - 1), T)?;
         let mut sub_args = vec!["sub".to_owned()];
         sub_args.extend(self.common(case));
@@ -150,7 +166,10 @@ impl Env {
             "--depth".into(),
             case.values.len().to_string(),
         ]);
-        let mut sub = Proc::spawn(&format!("{}-sub-{subscriber:?}", case.name), self.peer(subscriber, &sub_args))?;
+        let mut sub = Proc::spawn(
+            &format!("{}-sub-{subscriber:?}", case.name),
+            self.peer(subscriber, &sub_args),
+        )?;
         let lines = sub.read_lines(case.values.len(), T)?;
         check_values(case, &lines)?;
         sub.wait_success(T)?;
@@ -161,12 +180,25 @@ impl Env {
 fn check_values(case: &Case<'_>, lines: &[String]) -> Result<()> {
     let reg = Registry::bundled();
     let layout = reg.layout_of(case.type_name)?;
-    ensure!(lines.len() == case.values.len(), "{}: got {} samples, sent {}", case.name, lines.len(), case.values.len());
+    ensure!(
+        lines.len() == case.values.len(),
+        "{}: got {} samples, sent {}",
+        case.name,
+        lines.len(),
+        case.values.len()
+    );
     for (i, (line, sent)) in lines.iter().zip(&case.values).enumerate() {
-        let got: serde_json::Value = serde_json::from_str(line).with_context(|| format!("{}: sample {i} is not JSON", case.name))?;
+        let got: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}: sample {i} is not JSON", case.name))?;
         let got = Value::from_json(&layout, &got)?;
         let want = Value::from_json(&layout, sent)?;
-        ensure!(got.same(&want), "{}: sample {i} differs\n got  {}\n want {}", case.name, short(&got), short(&want));
+        ensure!(
+            got.same(&want),
+            "{}: sample {i} differs\n got  {}\n want {}",
+            case.name,
+            short(&got),
+            short(&want)
+        );
     }
     Ok(())
 }
@@ -182,8 +214,10 @@ fn short(v: &Value) -> String {
 
 fn both_ways(tag: &str, domain: u16, case: &Case<'_>) {
     let Some(e) = env(tag, domain) else { return };
-    e.live(Side::Rust, Side::Cyclone, case).expect("rustdds -> Cyclone");
-    e.live(Side::Cyclone, Side::Rust, case).expect("Cyclone -> rustdds");
+    e.live(Side::Rust, Side::Cyclone, case)
+        .expect("rustdds -> Cyclone");
+    e.live(Side::Cyclone, Side::Rust, case)
+        .expect("Cyclone -> rustdds");
 }
 
 fn chatter(reliability: &'static str) -> Case<'static> {
@@ -193,7 +227,9 @@ fn chatter(reliability: &'static str) -> Case<'static> {
         type_name: "std_msgs/msg/String",
         reliability,
         durability: "volatile",
-        values: (0..5).map(|i| json!({"data": format!("Hello World: {i} — ünïcode ✓")})).collect(),
+        values: (0..5)
+            .map(|i| json!({"data": format!("Hello World: {i} — ünïcode ✓")}))
+            .collect(),
     }
 }
 
@@ -267,7 +303,9 @@ fn point_cloud_over_one_mebibyte_reliable() {
     let (width, height, step) = (640u32, 410u32, 4u32);
     let values = (0..2u32)
         .map(|i| {
-            let data: Vec<u32> = (0..width * height * step).map(|k| (k.wrapping_mul(31).wrapping_add(i)) % 251).collect();
+            let data: Vec<u32> = (0..width * height * step)
+                .map(|k| (k.wrapping_mul(31).wrapping_add(i)) % 251)
+                .collect();
             json!({
                 "header": {"stamp": {"sec": 5, "nanosec": i}, "frame_id": "lidar"},
                 "height": height, "width": width,
@@ -299,6 +337,8 @@ fn transient_local_late_joiner_gets_latched_samples() {
         durability: "transient_local",
         values: (0..2).map(battery).collect(),
     };
-    e.late_joiner(Side::Rust, Side::Cyclone, &case).expect("rustdds latched -> late Cyclone");
-    e.late_joiner(Side::Cyclone, Side::Rust, &case).expect("Cyclone latched -> late rustdds");
+    e.late_joiner(Side::Rust, Side::Cyclone, &case)
+        .expect("rustdds latched -> late Cyclone");
+    e.late_joiner(Side::Cyclone, Side::Rust, &case)
+        .expect("Cyclone latched -> late rustdds");
 }

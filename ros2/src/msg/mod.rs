@@ -108,9 +108,13 @@ impl Primitive {
 pub enum BaseType {
     Primitive(Primitive),
     /// `string` or `string<=N`.
-    String { bound: Option<usize> },
+    String {
+        bound: Option<usize>,
+    },
     /// `wstring` or `wstring<=N`.
-    WString { bound: Option<usize> },
+    WString {
+        bound: Option<usize>,
+    },
     /// Another message type.
     Nested(TypeName),
 }
@@ -195,13 +199,23 @@ pub struct ActionDef {
 #[derive(Debug, thiserror::Error)]
 pub enum MsgError {
     #[error("{type_name} line {line}: {message}")]
-    Parse { type_name: String, line: usize, message: String },
+    Parse {
+        type_name: String,
+        line: usize,
+        message: String,
+    },
     #[error("unknown message type {missing}{}", referenced_by.as_ref().map(|r| format!(" (referenced by {r})")).unwrap_or_default())]
-    UnknownType { missing: String, referenced_by: Option<String> },
+    UnknownType {
+        missing: String,
+        referenced_by: Option<String>,
+    },
     #[error("type {chain} refers to itself; recursive messages cannot be serialized")]
     Recursive { chain: String },
     #[error("cannot read interface definitions at {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("interface file {path}: {reason}")]
     BadFile { path: PathBuf, reason: String },
 }

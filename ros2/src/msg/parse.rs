@@ -1,7 +1,9 @@
 //! The `.msg` grammar of ROS 2 (rosidl): one field or constant per line,
 //! `#` comments, `TYPE NAME [DEFAULT]` and `TYPE NAME=VALUE`.
 
-use super::{ActionDef, ArrayKind, BaseType, Constant, Field, MessageDef, MsgError, Primitive, ServiceDef};
+use super::{
+    ActionDef, ArrayKind, BaseType, Constant, Field, MessageDef, MsgError, Primitive, ServiceDef,
+};
 use crate::names::{InterfaceKind, TypeName};
 use crate::value::Value;
 
@@ -17,7 +19,10 @@ pub fn parse_service(type_name: &TypeName, text: &str) -> Result<ServiceDef, Msg
         return Err(MsgError::Parse {
             type_name: type_name.to_string(),
             line: 1,
-            message: format!("a .srv needs exactly one '---' separator, found {}", sections.len() - 1),
+            message: format!(
+                "a .srv needs exactly one '---' separator, found {}",
+                sections.len() - 1
+            ),
         });
     }
     let mut it = sections.into_iter();
@@ -37,7 +42,10 @@ pub fn parse_action(type_name: &TypeName, text: &str) -> Result<ActionDef, MsgEr
         return Err(MsgError::Parse {
             type_name: type_name.to_string(),
             line: 1,
-            message: format!("an .action needs exactly two '---' separators, found {}", sections.len() - 1),
+            message: format!(
+                "an .action needs exactly two '---' separators, found {}",
+                sections.len() - 1
+            ),
         });
     }
     let sub = |suffix: &str| TypeName {
@@ -50,27 +58,67 @@ pub fn parse_action(type_name: &TypeName, text: &str) -> Result<ActionDef, MsgEr
     let result = parse_lines(&sub("Result"), it.next().unwrap_or_default().into_iter())?;
     let feedback = parse_lines(&sub("Feedback"), it.next().unwrap_or_default().into_iter())?;
     let nested = |t: &TypeName| BaseType::Nested(t.clone());
-    let field = |name: &str, base: BaseType| Field { name: name.into(), base, array: ArrayKind::Single, default: None };
+    let field = |name: &str, base: BaseType| Field {
+        name: name.into(),
+        base,
+        array: ArrayKind::Single,
+        default: None,
+    };
     let uuid = BaseType::Nested(TypeName {
         package: "unique_identifier_msgs".into(),
         kind: InterfaceKind::Msg,
         name: "UUID".into(),
     });
-    let time = BaseType::Nested(TypeName { package: "builtin_interfaces".into(), kind: InterfaceKind::Msg, name: "Time".into() });
-    let msg = |t: TypeName, fields: Vec<Field>| MessageDef { type_name: t, fields, constants: vec![] };
+    let time = BaseType::Nested(TypeName {
+        package: "builtin_interfaces".into(),
+        kind: InterfaceKind::Msg,
+        name: "Time".into(),
+    });
+    let msg = |t: TypeName, fields: Vec<Field>| MessageDef {
+        type_name: t,
+        fields,
+        constants: vec![],
+    };
     let derived = vec![
-        msg(sub("SendGoal_Request"), vec![field("goal_id", uuid.clone()), field("goal", nested(&goal.type_name))]),
-        msg(sub("SendGoal_Response"), vec![field("accepted", BaseType::Primitive(Primitive::Bool)), field("stamp", time)]),
-        msg(sub("GetResult_Request"), vec![field("goal_id", uuid.clone())]),
+        msg(
+            sub("SendGoal_Request"),
+            vec![
+                field("goal_id", uuid.clone()),
+                field("goal", nested(&goal.type_name)),
+            ],
+        ),
+        msg(
+            sub("SendGoal_Response"),
+            vec![
+                field("accepted", BaseType::Primitive(Primitive::Bool)),
+                field("stamp", time),
+            ],
+        ),
+        msg(
+            sub("GetResult_Request"),
+            vec![field("goal_id", uuid.clone())],
+        ),
         msg(
             sub("GetResult_Response"),
-            vec![field("status", BaseType::Primitive(Primitive::Int8)), field("result", nested(&result.type_name))],
+            vec![
+                field("status", BaseType::Primitive(Primitive::Int8)),
+                field("result", nested(&result.type_name)),
+            ],
         ),
-        msg(sub("FeedbackMessage"), vec![field("goal_id", uuid), field("feedback", nested(&feedback.type_name))]),
+        msg(
+            sub("FeedbackMessage"),
+            vec![
+                field("goal_id", uuid),
+                field("feedback", nested(&feedback.type_name)),
+            ],
+        ),
     ];
     let mut messages = vec![goal, result, feedback];
     messages.extend(derived);
-    Ok(ActionDef { type_name: type_name.clone(), messages })
+    Ok(ActionDef {
+        type_name: type_name.clone(),
+        messages,
+    })
 }
 
 type NumberedLine<'a> = (usize, &'a str);
@@ -87,10 +135,21 @@ fn split_sections(text: &str) -> Vec<Vec<NumberedLine<'_>>> {
     sections
 }
 
-fn parse_lines<'a>(type_name: &TypeName, lines: impl Iterator<Item = NumberedLine<'a>>) -> Result<MessageDef, MsgError> {
-    let mut def = MessageDef { type_name: type_name.clone(), fields: vec![], constants: vec![] };
+fn parse_lines<'a>(
+    type_name: &TypeName,
+    lines: impl Iterator<Item = NumberedLine<'a>>,
+) -> Result<MessageDef, MsgError> {
+    let mut def = MessageDef {
+        type_name: type_name.clone(),
+        fields: vec![],
+        constants: vec![],
+    };
     for (line_no, raw) in lines {
-        let err = |message: String| MsgError::Parse { type_name: type_name.to_string(), line: line_no, message };
+        let err = |message: String| MsgError::Parse {
+            type_name: type_name.to_string(),
+            line: line_no,
+            message,
+        };
         let line = strip_comment(raw).trim();
         if line.is_empty() {
             continue;
@@ -101,9 +160,13 @@ fn parse_lines<'a>(type_name: &TypeName, lines: impl Iterator<Item = NumberedLin
 }
 
 fn parse_line(owner: &TypeName, line: &str, def: &mut MessageDef) -> Result<(), String> {
-    let (type_tok, rest) = line.split_once(char::is_whitespace).ok_or_else(|| format!("expected 'TYPE NAME', got {line:?}"))?;
+    let (type_tok, rest) = line
+        .split_once(char::is_whitespace)
+        .ok_or_else(|| format!("expected 'TYPE NAME', got {line:?}"))?;
     let rest = rest.trim_start();
-    let name_len = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+    let name_len = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
     let (name, after) = rest.split_at(name_len);
     if name.is_empty() {
         return Err(format!("expected a field name after type {type_tok:?}"));
@@ -116,18 +179,27 @@ fn parse_line(owner: &TypeName, line: &str, def: &mut MessageDef) -> Result<(), 
             return Err(format!("constant {name} cannot be an array"));
         }
         if matches!(base, BaseType::Nested(_)) {
-            return Err(format!("constant {name} must have a primitive or string type, not {base}"));
+            return Err(format!(
+                "constant {name} must have a primitive or string type, not {base}"
+            ));
         }
         if def.constants.iter().any(|c| c.name == name) {
             return Err(format!("duplicate constant {name}"));
         }
-        let value = parse_literal(&base, ArrayKind::Single, value.trim()).map_err(|e| format!("constant {name}: {e}"))?;
-        def.constants.push(Constant { name: name.to_owned(), base, value });
+        let value = parse_literal(&base, ArrayKind::Single, value.trim())
+            .map_err(|e| format!("constant {name}: {e}"))?;
+        def.constants.push(Constant {
+            name: name.to_owned(),
+            base,
+            value,
+        });
         return Ok(());
     }
     if !after.is_empty() && !rest[name_len..].starts_with(char::is_whitespace) {
         let word = rest.split_whitespace().next().unwrap_or(rest);
-        return Err(format!("invalid field name {word:?}: unexpected character after {name:?}"));
+        return Err(format!(
+            "invalid field name {word:?}: unexpected character after {name:?}"
+        ));
     }
     validate_field_name(name)?;
     if def.fields.iter().any(|f| f.name == name) {
@@ -137,11 +209,18 @@ fn parse_line(owner: &TypeName, line: &str, def: &mut MessageDef) -> Result<(), 
         None
     } else {
         if matches!(base, BaseType::Nested(_)) {
-            return Err(format!("field {name} of message type {base} cannot have a default value"));
+            return Err(format!(
+                "field {name} of message type {base} cannot have a default value"
+            ));
         }
         Some(parse_literal(&base, array, after).map_err(|e| format!("default of {name}: {e}"))?)
     };
-    def.fields.push(Field { name: name.to_owned(), base, array, default });
+    def.fields.push(Field {
+        name: name.to_owned(),
+        base,
+        array,
+        default,
+    });
     Ok(())
 }
 
@@ -172,7 +251,9 @@ fn parse_type(owner: &TypeName, tok: &str) -> Result<(BaseType, ArrayKind), Stri
     let (base_tok, array) = match tok.find('[') {
         None => (tok, ArrayKind::Single),
         Some(i) => {
-            let inner = tok[i + 1..].strip_suffix(']').ok_or_else(|| format!("unterminated array in type {tok:?}"))?;
+            let inner = tok[i + 1..]
+                .strip_suffix(']')
+                .ok_or_else(|| format!("unterminated array in type {tok:?}"))?;
             let array = if inner.is_empty() {
                 ArrayKind::Unbounded
             } else if let Some(n) = inner.strip_prefix("<=") {
@@ -190,11 +271,19 @@ fn parse_type(owner: &TypeName, tok: &str) -> Result<(BaseType, ArrayKind), Stri
     let base = match head {
         "string" => BaseType::String { bound },
         "wstring" => BaseType::WString { bound },
-        _ if bound.is_some() => return Err(format!("only string and wstring take a <= bound, not {head:?}")),
+        _ if bound.is_some() => {
+            return Err(format!(
+                "only string and wstring take a <= bound, not {head:?}"
+            ))
+        }
         // Aliases of ROS 1 still accepted by rosidl.
         "duration" | "time" => {
             let name = if head == "time" { "Time" } else { "Duration" };
-            BaseType::Nested(TypeName { package: "builtin_interfaces".into(), kind: InterfaceKind::Msg, name: name.into() })
+            BaseType::Nested(TypeName {
+                package: "builtin_interfaces".into(),
+                kind: InterfaceKind::Msg,
+                name: name.into(),
+            })
         }
         _ => match Primitive::from_name(head) {
             Some(p) => BaseType::Primitive(p),
@@ -207,12 +296,16 @@ fn parse_type(owner: &TypeName, tok: &str) -> Result<(BaseType, ArrayKind), Stri
 fn parse_bound(s: &str, tok: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("bad size {s:?} in type {tok:?}: expected a positive integer")),
+        _ => Err(format!(
+            "bad size {s:?} in type {tok:?}: expected a positive integer"
+        )),
     }
 }
 
 fn parse_nested(owner: &TypeName, head: &str) -> Result<TypeName, String> {
-    let unknown = || format!("unknown type {head:?}: not a primitive, string, or Name / pkg/Name / pkg/msg/Name");
+    let unknown = || {
+        format!("unknown type {head:?}: not a primitive, string, or Name / pkg/Name / pkg/msg/Name")
+    };
     let t = match head.split('/').count() {
         1 => TypeName::new(&owner.package, InterfaceKind::Msg, head),
         2 | 3 => TypeName::parse(head),
@@ -220,14 +313,18 @@ fn parse_nested(owner: &TypeName, head: &str) -> Result<TypeName, String> {
     };
     let t = t.map_err(|_| unknown())?;
     if t.kind != InterfaceKind::Msg {
-        return Err(format!("field type {head:?} must be a message type (pkg/msg/Name)"));
+        return Err(format!(
+            "field type {head:?} must be a message type (pkg/msg/Name)"
+        ));
     }
     Ok(t)
 }
 
 fn validate_field_name(name: &str) -> Result<(), String> {
     let ok = name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && !name.contains("__")
         && !name.ends_with('_');
     if ok {
@@ -241,16 +338,24 @@ fn validate_field_name(name: &str) -> Result<(), String> {
 
 fn validate_constant_name(name: &str) -> Result<(), String> {
     let ok = name.starts_with(|c: char| c.is_ascii_uppercase())
-        && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
     if ok {
         Ok(())
     } else {
-        Err(format!("invalid constant name {name:?}: expected UPPER_CASE"))
+        Err(format!(
+            "invalid constant name {name:?}: expected UPPER_CASE"
+        ))
     }
 }
 
 /// Parses a default or constant literal for `base` / `array`.
-pub(crate) fn parse_literal(base: &BaseType, array: ArrayKind, text: &str) -> Result<Value, String> {
+pub(crate) fn parse_literal(
+    base: &BaseType,
+    array: ArrayKind,
+    text: &str,
+) -> Result<Value, String> {
     if !array.is_array() {
         return parse_scalar(base, text);
     }
@@ -261,18 +366,30 @@ pub(crate) fn parse_literal(base: &BaseType, array: ArrayKind, text: &str) -> Re
     let items = split_items(inner)?;
     match array {
         ArrayKind::Fixed(n) if items.len() != n => {
-            return Err(format!("array default has {} elements, the type needs exactly {n}", items.len()))
+            return Err(format!(
+                "array default has {} elements, the type needs exactly {n}",
+                items.len()
+            ))
         }
         ArrayKind::Bounded(n) if items.len() > n => {
-            return Err(format!("array default has {} elements, the bound is {n}", items.len()))
+            return Err(format!(
+                "array default has {} elements, the bound is {n}",
+                items.len()
+            ))
         }
         _ => {}
     }
-    let values = items.iter().map(|i| parse_scalar(base, i)).collect::<Result<Vec<_>, _>>()?;
+    let values = items
+        .iter()
+        .map(|i| parse_scalar(base, i))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(match base {
-        BaseType::Primitive(p) if p.is_octet() => {
-            Value::Bytes(values.into_iter().map(|v| if let Value::U8(b) = v { b } else { 0 }).collect())
-        }
+        BaseType::Primitive(p) if p.is_octet() => Value::Bytes(
+            values
+                .into_iter()
+                .map(|v| if let Value::U8(b) = v { b } else { 0 })
+                .collect(),
+        ),
         _ => Value::Array(values),
     })
 }
@@ -328,7 +445,9 @@ fn unquote(text: &str) -> Result<String, String> {
     let Some(q) = text.chars().next().filter(|c| *c == '"' || *c == '\'') else {
         return Ok(text.to_owned());
     };
-    let body = text[1..].strip_suffix(q).ok_or_else(|| format!("unterminated string {text:?}"))?;
+    let body = text[1..]
+        .strip_suffix(q)
+        .ok_or_else(|| format!("unterminated string {text:?}"))?;
     let mut out = String::with_capacity(body.len());
     let mut chars = body.chars();
     while let Some(c) = chars.next() {
@@ -354,7 +473,10 @@ pub(crate) fn parse_primitive(p: Primitive, text: &str) -> Result<Value, String>
             Some(d) => (true, d.to_owned()),
             None => (false, t.trim_start_matches('+').to_owned()),
         };
-        let v = if let Some(h) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+        let v = if let Some(h) = digits
+            .strip_prefix("0x")
+            .or_else(|| digits.strip_prefix("0X"))
+        {
             i128::from_str_radix(h, 16)
         } else {
             digits.parse::<i128>()
@@ -364,7 +486,10 @@ pub(crate) fn parse_primitive(p: Primitive, text: &str) -> Result<Value, String>
     };
     let range = |v: i128, lo: i128, hi: i128| {
         if v < lo || v > hi {
-            Err(format!("{v} is out of range for {} ({lo}..={hi})", p.name()))
+            Err(format!(
+                "{v} is out of range for {} ({lo}..={hi})",
+                p.name()
+            ))
         } else {
             Ok(v)
         }
@@ -375,7 +500,9 @@ pub(crate) fn parse_primitive(p: Primitive, text: &str) -> Result<Value, String>
             "false" | "False" | "FALSE" | "0" => Value::Bool(false),
             _ => return Err(format!("{text:?} is not a bool (true/false/1/0)")),
         },
-        Primitive::Byte | Primitive::Char | Primitive::UInt8 => Value::U8(range(int()?, 0, u8::MAX.into())? as u8),
+        Primitive::Byte | Primitive::Char | Primitive::UInt8 => {
+            Value::U8(range(int()?, 0, u8::MAX.into())? as u8)
+        }
         Primitive::Int8 => Value::I8(range(int()?, i8::MIN.into(), i8::MAX.into())? as i8),
         Primitive::Int16 => Value::I16(range(int()?, i16::MIN.into(), i16::MAX.into())? as i16),
         Primitive::UInt16 => Value::U16(range(int()?, 0, u16::MAX.into())? as u16),
@@ -393,7 +520,9 @@ fn parse_float(text: &str) -> Result<f64, String> {
         "nan" | "NaN" => Ok(f64::NAN),
         "inf" | "Inf" | "+inf" => Ok(f64::INFINITY),
         "-inf" | "-Inf" => Ok(f64::NEG_INFINITY),
-        _ => text.parse::<f64>().map_err(|_| format!("{text:?} is not a number")),
+        _ => text
+            .parse::<f64>()
+            .map_err(|_| format!("{text:?} is not a number")),
     }
 }
 
@@ -424,34 +553,75 @@ string[] names ["a", "b,c"]
         let d = parse_message(&ty("pkg/msg/Test"), text).unwrap();
         assert_eq!(d.constants.len(), 2);
         assert_eq!(d.constants[0].value, Value::U8(4));
-        assert_eq!(d.constants[1].value, Value::String("hi # not a comment".into()));
+        assert_eq!(
+            d.constants[1].value,
+            Value::String("hi # not a comment".into())
+        );
         let names: Vec<_> = d.fields.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, ["header", "voltage", "w", "short_name", "fixed", "data", "bounded", "local", "names"]);
-        assert_eq!(d.fields[0].base, BaseType::Nested(ty("std_msgs/msg/Header")));
+        assert_eq!(
+            names,
+            [
+                "header",
+                "voltage",
+                "w",
+                "short_name",
+                "fixed",
+                "data",
+                "bounded",
+                "local",
+                "names"
+            ]
+        );
+        assert_eq!(
+            d.fields[0].base,
+            BaseType::Nested(ty("std_msgs/msg/Header"))
+        );
         assert_eq!(d.fields[2].default, Some(Value::F64(1.0)));
         assert_eq!(d.fields[3].base, BaseType::String { bound: Some(10) });
         assert_eq!(d.fields[4].array, ArrayKind::Fixed(3));
         assert_eq!(
             d.fields[4].default,
-            Some(Value::Array(vec![Value::I32(1), Value::I32(-2), Value::I32(3)]))
+            Some(Value::Array(vec![
+                Value::I32(1),
+                Value::I32(-2),
+                Value::I32(3)
+            ]))
         );
         assert_eq!(d.fields[5].array, ArrayKind::Unbounded);
         assert_eq!(d.fields[6].array, ArrayKind::Bounded(4));
         assert_eq!(d.fields[7].base, BaseType::Nested(ty("pkg/msg/Point32")));
         assert_eq!(
             d.fields[8].default,
-            Some(Value::Array(vec![Value::String("a".into()), Value::String("b,c".into())]))
+            Some(Value::Array(vec![
+                Value::String("a".into()),
+                Value::String("b,c".into())
+            ]))
         );
     }
 
     #[test]
     fn parses_services_and_actions() {
-        let s = parse_service(&ty("example_interfaces/srv/AddTwoInts"), "int64 a\nint64 b\n---\nint64 sum\n").unwrap();
-        assert_eq!(s.request.type_name.to_string(), "example_interfaces/srv/AddTwoInts_Request");
+        let s = parse_service(
+            &ty("example_interfaces/srv/AddTwoInts"),
+            "int64 a\nint64 b\n---\nint64 sum\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.request.type_name.to_string(),
+            "example_interfaces/srv/AddTwoInts_Request"
+        );
         assert_eq!(s.response.fields[0].name, "sum");
         assert!(parse_service(&ty("p/srv/X"), "int64 a\n").is_err());
-        let a = parse_action(&ty("p/action/Fib"), "int32 order\n---\nint32[] sequence\n---\nint32[] partial\n").unwrap();
-        let names: Vec<_> = a.messages.iter().map(|m| m.type_name.name.clone()).collect();
+        let a = parse_action(
+            &ty("p/action/Fib"),
+            "int32 order\n---\nint32[] sequence\n---\nint32[] partial\n",
+        )
+        .unwrap();
+        let names: Vec<_> = a
+            .messages
+            .iter()
+            .map(|m| m.type_name.name.clone())
+            .collect();
         assert!(names.contains(&"Fib_SendGoal_Request".to_string()));
         assert!(names.contains(&"Fib_FeedbackMessage".to_string()));
     }

@@ -4,7 +4,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use super::{bundled_files, parse_action, parse_message, parse_service, ArrayKind, BaseType, Constant, MessageDef, MsgError, Primitive};
+use super::{
+    bundled_files, parse_action, parse_message, parse_service, ArrayKind, BaseType, Constant,
+    MessageDef, MsgError, Primitive,
+};
 use crate::names::{InterfaceKind, TypeName};
 use crate::value::{FieldPath, PathSegment, Value};
 
@@ -65,7 +68,10 @@ impl Layout {
     }
 
     pub fn field(&self, name: &str) -> Option<(usize, &LayoutField)> {
-        self.fields.iter().enumerate().find(|(_, f)| &*f.name == name)
+        self.fields
+            .iter()
+            .enumerate()
+            .find(|(_, f)| &*f.name == name)
     }
 
     /// The value of a new message: defaults where the definition gives them,
@@ -74,7 +80,12 @@ impl Layout {
         Value::Struct(
             self.fields
                 .iter()
-                .map(|f| (f.name.clone(), f.default.clone().unwrap_or_else(|| f.zero_value())))
+                .map(|f| {
+                    (
+                        f.name.clone(),
+                        f.default.clone().unwrap_or_else(|| f.zero_value()),
+                    )
+                })
                 .collect(),
         )
     }
@@ -88,7 +99,9 @@ impl Layout {
                 PathSegment::Field(name) => {
                     if let Some(t) = &target {
                         if t.array.is_array() {
-                            return Err(format!("{path}: field {name:?} follows an array; index it first"));
+                            return Err(format!(
+                                "{path}: field {name:?} follows an array; index it first"
+                            ));
                         }
                         match &t.ty {
                             LayoutType::Struct(l) => nested = Some(l.clone()),
@@ -96,17 +109,26 @@ impl Layout {
                         }
                     }
                     let layout = nested.as_deref().unwrap_or(self);
-                    let (_, f) = layout
-                        .field(name)
-                        .ok_or_else(|| format!("{path}: {} has no field {name:?}", layout.type_name))?;
-                    target = Some(PathTarget { ty: f.ty.clone(), array: f.array });
+                    let (_, f) = layout.field(name).ok_or_else(|| {
+                        format!("{path}: {} has no field {name:?}", layout.type_name)
+                    })?;
+                    target = Some(PathTarget {
+                        ty: f.ty.clone(),
+                        array: f.array,
+                    });
                 }
                 PathSegment::Index(i) => {
-                    let t = target.as_mut().ok_or_else(|| format!("{path}: a path must start with a field name"))?;
+                    let t = target
+                        .as_mut()
+                        .ok_or_else(|| format!("{path}: a path must start with a field name"))?;
                     match t.array {
-                        ArrayKind::Single => return Err(format!("{path}: [{i}] indexes a non-array")),
+                        ArrayKind::Single => {
+                            return Err(format!("{path}: [{i}] indexes a non-array"))
+                        }
                         ArrayKind::Fixed(n) if *i >= n => {
-                            return Err(format!("{path}: index {i} is outside the fixed array of {n}"))
+                            return Err(format!(
+                                "{path}: index {i} is outside the fixed array of {n}"
+                            ))
                         }
                         ArrayKind::Bounded(n) if *i >= n => {
                             return Err(format!("{path}: index {i} is outside the bound {n}"))
@@ -161,7 +183,10 @@ pub struct Registry {
 
 impl Clone for Registry {
     fn clone(&self) -> Self {
-        Self { messages: self.messages.clone(), layouts: Mutex::new(HashMap::new()) }
+        Self {
+            messages: self.messages.clone(),
+            layouts: Mutex::new(HashMap::new()),
+        }
     }
 }
 
@@ -188,14 +213,23 @@ impl Registry {
     /// Adds one definition given its path relative to a package root
     /// (`pkg/msg/Name.msg`, `pkg/srv/Name.srv`, `pkg/action/Name.action`).
     pub fn add_file(&mut self, rel_path: &str, text: &str) -> Result<(), MsgError> {
-        let bad = |reason: &str| MsgError::BadFile { path: rel_path.into(), reason: reason.into() };
+        let bad = |reason: &str| MsgError::BadFile {
+            path: rel_path.into(),
+            reason: reason.into(),
+        };
         let parts: Vec<&str> = rel_path.split('/').collect();
         let [.., pkg, kind, file] = parts.as_slice() else {
-            return Err(bad("expected <package>/<msg|srv|action>/<Name>.<msg|srv|action>"));
+            return Err(bad(
+                "expected <package>/<msg|srv|action>/<Name>.<msg|srv|action>",
+            ));
         };
-        let (stem, ext) = file.rsplit_once('.').ok_or_else(|| bad("file has no extension"))?;
+        let (stem, ext) = file
+            .rsplit_once('.')
+            .ok_or_else(|| bad("file has no extension"))?;
         if ext != *kind {
-            return Err(bad("the extension must match the directory (msg/, srv/, action/)"));
+            return Err(bad(
+                "the extension must match the directory (msg/, srv/, action/)",
+            ));
         }
         let k = match *kind {
             "msg" => InterfaceKind::Msg,
@@ -226,15 +260,23 @@ impl Registry {
             tracing::debug!(type_name = %def.type_name, "interface definition replaced");
         }
         self.messages.insert(def.type_name.clone(), Arc::new(def));
-        self.layouts.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.layouts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Loads a directory of packages (`DIR/<pkg>/msg/*.msg`, `srv/*.srv`,
     /// `action/*.action`), or a single package directory (`DIR/msg/...`).
     /// Returns how many files were loaded.
     pub fn load_dir(&mut self, dir: &Path) -> Result<usize, MsgError> {
-        let io = |path: &Path, source| MsgError::Io { path: path.to_owned(), source };
-        let is_pkg = ["msg", "srv", "action"].iter().any(|k| dir.join(k).is_dir());
+        let io = |path: &Path, source| MsgError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let is_pkg = ["msg", "srv", "action"]
+            .iter()
+            .any(|k| dir.join(k).is_dir());
         let pkg_dirs: Vec<_> = if is_pkg {
             vec![dir.to_owned()]
         } else {
@@ -249,24 +291,38 @@ impl Registry {
         };
         let mut n = 0;
         for pkg_dir in pkg_dirs {
-            let pkg = pkg_dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let pkg = pkg_dir
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             for kind in ["msg", "srv", "action"] {
                 let d = pkg_dir.join(kind);
                 if !d.is_dir() {
                     continue;
                 }
-                let mut files: Vec<_> = std::fs::read_dir(&d).map_err(|e| io(&d, e))?.flatten().map(|e| e.path()).collect();
+                let mut files: Vec<_> = std::fs::read_dir(&d)
+                    .map_err(|e| io(&d, e))?
+                    .flatten()
+                    .map(|e| e.path())
+                    .collect();
                 files.sort();
                 for f in files {
                     if f.extension().and_then(|x| x.to_str()) != Some(kind) {
                         continue;
                     }
                     let text = std::fs::read_to_string(&f).map_err(|e| io(&f, e))?;
-                    let name = f.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                    self.add_file(&format!("{pkg}/{kind}/{name}"), &text).map_err(|e| match e {
-                        MsgError::BadFile { reason, .. } => MsgError::BadFile { path: f.clone(), reason },
-                        other => other,
-                    })?;
+                    let name = f
+                        .file_name()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    self.add_file(&format!("{pkg}/{kind}/{name}"), &text)
+                        .map_err(|e| match e {
+                            MsgError::BadFile { reason, .. } => MsgError::BadFile {
+                                path: f.clone(),
+                                reason,
+                            },
+                            other => other,
+                        })?;
                     n += 1;
                 }
             }
@@ -292,7 +348,10 @@ impl Registry {
 
     /// [`Registry::layout`] from a type name string (`pkg/msg/Name`).
     pub fn layout_of(&self, ty: &str) -> Result<Arc<Layout>, MsgError> {
-        let t = TypeName::parse(ty).map_err(|e| MsgError::UnknownType { missing: e.to_string(), referenced_by: None })?;
+        let t = TypeName::parse(ty).map_err(|e| MsgError::UnknownType {
+            missing: e.to_string(),
+            referenced_by: None,
+        })?;
         self.layout(&t)
     }
 
@@ -307,8 +366,14 @@ impl Registry {
             return Ok(l.clone());
         }
         if stack.contains(ty) {
-            let chain: Vec<String> = stack.iter().chain(std::iter::once(ty)).map(|t| t.to_string()).collect();
-            return Err(MsgError::Recursive { chain: chain.join(" -> ") });
+            let chain: Vec<String> = stack
+                .iter()
+                .chain(std::iter::once(ty))
+                .map(|t| t.to_string())
+                .collect();
+            return Err(MsgError::Recursive {
+                chain: chain.join(" -> "),
+            });
         }
         let def = self.messages.get(ty).ok_or_else(|| MsgError::UnknownType {
             missing: ty.to_string(),
@@ -321,9 +386,16 @@ impl Registry {
                 BaseType::Primitive(p) => LayoutType::Primitive(*p),
                 BaseType::String { bound } => LayoutType::String { bound: *bound },
                 BaseType::WString { bound } => LayoutType::WString { bound: *bound },
-                BaseType::Nested(n) => LayoutType::Struct(self.resolve(n, Some(ty), cache, stack)?),
+                BaseType::Nested(n) => {
+                    LayoutType::Struct(self.resolve(n, Some(ty), cache, stack)?)
+                }
             };
-            fields.push(LayoutField { name: f.name.as_str().into(), ty: lt, array: f.array, default: f.default.clone() });
+            fields.push(LayoutField {
+                name: f.name.as_str().into(),
+                ty: lt,
+                array: f.array,
+                default: f.default.clone(),
+            });
         }
         stack.pop();
         if fields.is_empty() {
@@ -334,7 +406,11 @@ impl Registry {
                 default: None,
             });
         }
-        let layout = Arc::new(Layout { type_name: ty.clone(), fields, constants: def.constants.clone() });
+        let layout = Arc::new(Layout {
+            type_name: ty.clone(),
+            fields,
+            constants: def.constants.clone(),
+        });
         cache.insert(ty.clone(), layout.clone());
         Ok(layout)
     }
@@ -351,7 +427,8 @@ mod tests {
         assert!(n >= 100, "only {n} bundled files");
         for (path, text) in bundled_files() {
             let mut one = Registry::new();
-            one.add_file(path, text).unwrap_or_else(|e| panic!("{path}: {e}"));
+            one.add_file(path, text)
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
         }
         for t in r.type_names() {
             r.layout(t).unwrap_or_else(|e| panic!("{t}: {e}"));
@@ -394,9 +471,15 @@ mod tests {
         r.add_file("p/msg/B.msg", "A a\n").unwrap();
         r.add_file("p/msg/C.msg", "q/Missing m\n").unwrap();
         let e = r.layout_of("p/msg/A").unwrap_err().to_string();
-        assert!(e.contains("refers to itself") && e.contains("p/msg/A -> p/msg/B -> p/msg/A"), "{e}");
+        assert!(
+            e.contains("refers to itself") && e.contains("p/msg/A -> p/msg/B -> p/msg/A"),
+            "{e}"
+        );
         let e = r.layout_of("p/msg/C").unwrap_err().to_string();
-        assert_eq!(e, "unknown message type q/msg/Missing (referenced by p/msg/C)");
+        assert_eq!(
+            e,
+            "unknown message type q/msg/Missing (referenced by p/msg/C)"
+        );
         assert!(r.layout_of("nope/msg/Nope").is_err());
         assert!(r.add_file("p/msg/X.srv", "").is_err());
     }
@@ -406,12 +489,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let msg = dir.path().join("robot_msgs/msg");
         std::fs::create_dir_all(&msg).unwrap();
-        std::fs::write(msg.join("Cell.msg"), "float32 temperature\nfloat32 voltage\n").unwrap();
-        std::fs::write(msg.join("Pack.msg"), "Cell[] cells\nsensor_msgs/BatteryState state\n").unwrap();
+        std::fs::write(
+            msg.join("Cell.msg"),
+            "float32 temperature\nfloat32 voltage\n",
+        )
+        .unwrap();
+        std::fs::write(
+            msg.join("Pack.msg"),
+            "Cell[] cells\nsensor_msgs/BatteryState state\n",
+        )
+        .unwrap();
         let mut r = Registry::bundled();
         assert_eq!(r.load_dir(dir.path()).unwrap(), 2);
         let l = r.layout_of("robot_msgs/msg/Pack").unwrap();
-        let t = l.resolve_path(&"cells[3].temperature".parse().unwrap()).unwrap();
+        let t = l
+            .resolve_path(&"cells[3].temperature".parse().unwrap())
+            .unwrap();
         assert_eq!(t.ty, LayoutType::Primitive(Primitive::Float32));
         std::fs::write(msg.join("Bad.msg"), "float32 x y z\n").unwrap();
         let e = r.load_dir(dir.path()).unwrap_err().to_string();

@@ -16,7 +16,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use ros2::cdr::{self, Endianness};
-use ros2::dds::{DiscoveryRange, Durability, History, Participant, ParticipantConfig, Qos, Reliability};
+use ros2::dds::{
+    DiscoveryRange, Durability, History, Participant, ParticipantConfig, Qos, Reliability,
+};
 use ros2::msg::Registry;
 use ros2::names::TypeName;
 use ros2::value::Value;
@@ -81,26 +83,26 @@ enum Cmd {
 
 #[derive(clap::Args, Debug)]
 struct PubArgs {
-        #[command(flatten)]
-        common: Common,
-        #[arg(long)]
-        values_file: PathBuf,
-        /// Wait until this many readers matched before writing.
-        #[arg(long, default_value_t = 0)]
-        wait_readers: usize,
-        #[arg(long, default_value_t = 20.0)]
-        match_timeout: f64,
-        #[arg(long, default_value_t = 0.0)]
-        interval_ms: f64,
-        /// Keep running this many seconds after the last write.
-        #[arg(long, default_value_t = 2.0)]
-        linger: f64,
-        /// Encode big-endian instead of little-endian.
-        #[arg(long)]
-        big_endian: bool,
-        /// Wait for a line on stdin before writing.
-        #[arg(long)]
-        start_on_stdin: bool,
+    #[command(flatten)]
+    common: Common,
+    #[arg(long)]
+    values_file: PathBuf,
+    /// Wait until this many readers matched before writing.
+    #[arg(long, default_value_t = 0)]
+    wait_readers: usize,
+    #[arg(long, default_value_t = 20.0)]
+    match_timeout: f64,
+    #[arg(long, default_value_t = 0.0)]
+    interval_ms: f64,
+    /// Keep running this many seconds after the last write.
+    #[arg(long, default_value_t = 2.0)]
+    linger: f64,
+    /// Encode big-endian instead of little-endian.
+    #[arg(long)]
+    big_endian: bool,
+    /// Wait for a line on stdin before writing.
+    #[arg(long)]
+    start_on_stdin: bool,
 }
 
 fn qos(c: &Common) -> Qos {
@@ -118,7 +120,14 @@ fn qos(c: &Common) -> Qos {
     }
 }
 
-fn setup(c: &Common) -> Result<(Participant, Registry, std::sync::Arc<ros2::msg::Layout>, String)> {
+fn setup(
+    c: &Common,
+) -> Result<(
+    Participant,
+    Registry,
+    std::sync::Arc<ros2::msg::Layout>,
+    String,
+)> {
     let mut reg = Registry::bundled();
     for d in &c.extra_msg_dir {
         reg.load_dir(d)?;
@@ -134,11 +143,25 @@ fn setup(c: &Common) -> Result<(Participant, Registry, std::sync::Arc<ros2::msg:
 }
 
 async fn run_pub(a: PubArgs) -> Result<()> {
-    let PubArgs { common, values_file, wait_readers, match_timeout, interval_ms, linger, big_endian, start_on_stdin } = a;
+    let PubArgs {
+        common,
+        values_file,
+        wait_readers,
+        match_timeout,
+        interval_ms,
+        linger,
+        big_endian,
+        start_on_stdin,
+    } = a;
     let (participant, _reg, layout, dds_type) = setup(&common)?;
-    let text = std::fs::read_to_string(&values_file).with_context(|| format!("reading {}", values_file.display()))?;
+    let text = std::fs::read_to_string(&values_file)
+        .with_context(|| format!("reading {}", values_file.display()))?;
     let values: Vec<serde_json::Value> = serde_json::from_str(&text)?;
-    let endian = if big_endian { Endianness::Big } else { Endianness::Little };
+    let endian = if big_endian {
+        Endianness::Big
+    } else {
+        Endianness::Little
+    };
     let payloads = values
         .iter()
         .map(|j| {
@@ -148,8 +171,14 @@ async fn run_pub(a: PubArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let writer = participant.writer(&common.topic, &dds_type, &qos(&common))?;
     if wait_readers > 0 {
-        if !writer.wait_for_readers(wait_readers, Duration::from_secs_f64(match_timeout)).await {
-            bail!("only {} of {wait_readers} readers matched within {match_timeout}s", writer.matched_readers());
+        if !writer
+            .wait_for_readers(wait_readers, Duration::from_secs_f64(match_timeout))
+            .await
+        {
+            bail!(
+                "only {} of {wait_readers} readers matched within {match_timeout}s",
+                writer.matched_readers()
+            );
         }
         eprintln!("MATCHED {}", writer.matched_readers());
     }
@@ -180,7 +209,10 @@ async fn run_sub(common: Common, count: usize, timeout: f64) -> Result<()> {
     eprintln!("READY");
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(timeout);
     // Samples that arrive meanwhile wait in the reader's history.
-    if reader.wait_for_writers(1, Duration::from_secs_f64(timeout)).await {
+    if reader
+        .wait_for_writers(1, Duration::from_secs_f64(timeout))
+        .await
+    {
         eprintln!("MATCHED {}", reader.matched_writers());
     }
     let mut got = 0;
@@ -209,11 +241,17 @@ async fn run_sub(common: Common, count: usize, timeout: f64) -> Result<()> {
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().cmd {
         Cmd::Pub(a) => run_pub(a).await,
-        Cmd::Sub { common, count, timeout } => run_sub(common, count, timeout).await,
+        Cmd::Sub {
+            common,
+            count,
+            timeout,
+        } => run_sub(common, count, timeout).await,
     }
 }
