@@ -6,10 +6,18 @@
 //! - [`prereq`]: what a test needs (root, `ip`, the venv) and skip-or-fail rules.
 //! - [`netns`]: a network namespace with multicast on `lo`, deleted on drop.
 //! - [`proc`]: child processes killed on drop, with line readers for their output.
+//! - [`mosquitto`]: a real Mosquitto broker on a free loopback port.
+//! - [`edgecore`]: an edgecore stand-in for the MQTT eventbus (devicetwin rules).
+//! - [`dmi_edgecore`]: an edgecore stand-in for DMI gRPC (`DeviceManagerService`).
+//! - [`fake_kube`]: an in-process Kubernetes API server (REST + watch) for the K3s mode.
 //!
 //! Prerequisites: a test that lacks one is skipped with a message saying what
 //! it needs, except under CI (`CI=true`), where a missing prerequisite fails.
 
+pub mod dmi_edgecore;
+pub mod edgecore;
+pub mod fake_kube;
+pub mod mosquitto;
 pub mod netns;
 pub mod prereq;
 pub mod proc;

@@ -1,0 +1,1 @@
+//! The dmi twin backend of the ros2 mapper.

@@ -1,0 +1,1 @@
+//! The kube twin backend of the ros2 mapper.

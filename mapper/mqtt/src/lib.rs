@@ -1,0 +1,1 @@
+//! The mqtt twin backend of the ros2 mapper.
