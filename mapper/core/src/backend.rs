@@ -41,7 +41,11 @@ pub enum BackendEvent {
     /// A device was removed from this node.
     Remove(DeviceId),
     /// A desired value arrived outside the Device spec (MQTT `twin/update/delta`).
-    Desired { device: DeviceId, property: String, value: String },
+    Desired {
+        device: DeviceId,
+        property: String,
+        value: String,
+    },
     /// The far side lost state (reconnect, edgecore restart): report everything again.
     Resync,
 }
@@ -128,10 +132,24 @@ pub struct BackendIo {
 }
 
 /// Creates the channels: the backend gets [`BackendIo`], the core the other ends.
-pub fn channels(shutdown: CancellationToken) -> (BackendIo, mpsc::Receiver<BackendEvent>, mpsc::Sender<Report>) {
+pub fn channels(
+    shutdown: CancellationToken,
+) -> (
+    BackendIo,
+    mpsc::Receiver<BackendEvent>,
+    mpsc::Sender<Report>,
+) {
     let (ev_tx, ev_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (rep_tx, rep_rx) = mpsc::channel(CHANNEL_CAPACITY);
-    (BackendIo { events: ev_tx, reports: rep_rx, shutdown }, ev_rx, rep_tx)
+    (
+        BackendIo {
+            events: ev_tx,
+            reports: rep_rx,
+            shutdown,
+        },
+        ev_rx,
+        rep_tx,
+    )
 }
 
 /// Milliseconds since the Unix epoch, now.

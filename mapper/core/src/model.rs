@@ -160,7 +160,12 @@ pub struct DeviceStatusSpec {}
 
 /// `DeviceModel.spec`.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[kube(group = "devices.kubeedge.io", version = "v1beta1", kind = "DeviceModel", namespaced)]
+#[kube(
+    group = "devices.kubeedge.io",
+    version = "v1beta1",
+    kind = "DeviceModel",
+    namespaced
+)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -246,7 +251,10 @@ pub struct DeviceId {
 
 impl DeviceId {
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), name: name.into() }
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 
     /// Parses `ns/name` (or a bare `name`, in namespace `default`).
@@ -260,7 +268,11 @@ impl DeviceId {
     /// The id of a Device object.
     pub fn of(device: &Device) -> Self {
         Self::new(
-            device.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            device
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
             device.metadata.name.clone().unwrap_or_default(),
         )
     }
@@ -303,10 +315,20 @@ spec:
         assert_eq!(DeviceId::of(&d).to_string(), "default/robot1");
         assert_eq!(d.spec.properties[0].collect_cycle, Some(1000));
         assert_eq!(d.spec.properties[1].desired.as_ref().unwrap().value, "0.5");
-        let cfg = d.spec.protocol.as_ref().unwrap().config_data.as_ref().unwrap();
+        let cfg = d
+            .spec
+            .protocol
+            .as_ref()
+            .unwrap()
+            .config_data
+            .as_ref()
+            .unwrap();
         assert_eq!(cfg["domainId"], 3);
         let back = serde_json::to_value(&d).unwrap();
-        assert_eq!(back["spec"]["properties"][0]["visitors"]["configData"]["field"], "percentage");
+        assert_eq!(
+            back["spec"]["properties"][0]["visitors"]["configData"]["field"],
+            "percentage"
+        );
     }
 
     #[test]
@@ -323,7 +345,10 @@ spec:
 "#;
         let m: DeviceModel = serde_yaml::from_str(y).unwrap();
         assert_eq!(m.spec.properties[1].type_, PropertyType::Double);
-        assert_eq!(m.spec.properties[1].access_mode, Some(AccessMode::ReadWrite));
+        assert_eq!(
+            m.spec.properties[1].access_mode,
+            Some(AccessMode::ReadWrite)
+        );
         assert!(serde_yaml::from_str::<DeviceModel>(&y.replace("FLOAT", "REAL")).is_err());
     }
 }

@@ -34,7 +34,11 @@ pub struct Conversion {
 
 impl Default for Conversion {
     fn default() -> Self {
-        Self { scale: 1.0, offset: 0.0, enum_map: BTreeMap::new() }
+        Self {
+            scale: 1.0,
+            offset: 0.0,
+            enum_map: BTreeMap::new(),
+        }
     }
 }
 
@@ -48,7 +52,10 @@ impl Conversion {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TwinError {
     #[error("value {value:?} is not a valid {expected}")]
-    BadType { value: String, expected: &'static str },
+    BadType {
+        value: String,
+        expected: &'static str,
+    },
     #[error("value {value} is below the minimum {min}")]
     BelowMinimum { value: String, min: String },
     #[error("value {value} is above the maximum {max}")]
@@ -66,7 +73,8 @@ pub fn is_plain(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_TWIN_LEN
         && !s.starts_with(B64_PREFIX)
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.,:/@#".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.,:/@#".contains(&b))
 }
 
 /// Encodes text for the twin charset (see the module docs).
@@ -74,7 +82,10 @@ pub fn encode_twin(s: &str) -> Result<String, TwinError> {
     if s.is_empty() || is_plain(s) {
         return Ok(s.to_owned());
     }
-    let out = format!("{B64_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s.as_bytes()));
+    let out = format!(
+        "{B64_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s.as_bytes())
+    );
     if out.len() > MAX_TWIN_LEN {
         return Err(TwinError::TooLong { len: out.len() });
     }
@@ -83,7 +94,9 @@ pub fn encode_twin(s: &str) -> Result<String, TwinError> {
 
 /// Decodes a twin value written by [`encode_twin`] (plain values pass through).
 pub fn decode_twin(s: &str) -> Result<String, TwinError> {
-    let Some(b) = s.strip_prefix(B64_PREFIX) else { return Ok(s.to_owned()) };
+    let Some(b) = s.strip_prefix(B64_PREFIX) else {
+        return Ok(s.to_owned());
+    };
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(b)
         .map_err(|e| TwinError::Convert(format!("bad b64: value: {e}")))?;
@@ -150,7 +163,10 @@ pub fn to_twin(value: &Value, conv: &Conversion, ty: PropertyType) -> Result<Str
                 Value::String(s) => s.as_bytes().to_vec(),
                 v => return Err(bad(v, "byte sequence")),
             };
-            let out = format!("{B64_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+            let out = format!(
+                "{B64_PREFIX}{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+            );
             if out.len() > MAX_TWIN_LEN {
                 return Err(TwinError::TooLong { len: out.len() });
             }
@@ -166,7 +182,10 @@ pub fn to_twin(value: &Value, conv: &Conversion, ty: PropertyType) -> Result<Str
 }
 
 fn bad(v: &Value, expected: &'static str) -> TwinError {
-    TwinError::BadType { value: v.to_string(), expected }
+    TwinError::BadType {
+        value: v.to_string(),
+        expected,
+    }
 }
 
 /// The property type to use when the DeviceModel does not say: from the field.
@@ -199,57 +218,100 @@ pub fn desired_to_field(
         return Err(TwinError::ReadOnly);
     }
     let text = decode_twin(desired)?;
-    let ty = model.map(|m| m.type_).unwrap_or_else(|| infer_type(leaf, false));
+    // An enum label stands for its raw value; the map itself is the validation.
+    if let Some((raw, _)) = conv.enum_map.iter().find(|(_, label)| **label == text) {
+        return raw_to_field(
+            raw.clone(),
+            &Conversion {
+                enum_map: BTreeMap::new(),
+                scale: 1.0,
+                offset: 0.0,
+            },
+            leaf,
+        );
+    }
+    let ty = model
+        .map(|m| m.type_)
+        .unwrap_or_else(|| infer_type(leaf, false));
     // Validate against the model's type and limits, in twin units.
     let number = match ty {
-        PropertyType::Int => Some(
-            text.trim()
-                .parse::<i64>()
-                .map_err(|_| TwinError::BadType { value: text.clone(), expected: "integer" })? as f64,
-        ),
+        PropertyType::Int => Some(text.trim().parse::<i64>().map_err(|_| TwinError::BadType {
+            value: text.clone(),
+            expected: "integer",
+        })? as f64),
         PropertyType::Float | PropertyType::Double => {
             let x = text
                 .trim()
                 .parse::<f64>()
                 .ok()
                 .filter(|x| x.is_finite())
-                .ok_or_else(|| TwinError::BadType { value: text.clone(), expected: "finite number" })?;
+                .ok_or_else(|| TwinError::BadType {
+                    value: text.clone(),
+                    expected: "finite number",
+                })?;
             Some(x)
         }
         PropertyType::Boolean => {
             if !matches!(text.as_str(), "true" | "false") {
-                return Err(TwinError::BadType { value: text, expected: "boolean (true or false)" });
+                return Err(TwinError::BadType {
+                    value: text,
+                    expected: "boolean (true or false)",
+                });
             }
             None
         }
         _ => None,
     };
     if let (Some(x), Some(m)) = (number, model) {
-        if let Some(min) = m.minimum.as_deref().and_then(|s| s.trim().parse::<f64>().ok()) {
+        if let Some(min) = m
+            .minimum
+            .as_deref()
+            .and_then(|s| s.trim().parse::<f64>().ok())
+        {
             if x < min {
-                return Err(TwinError::BelowMinimum { value: text, min: m.minimum.clone().unwrap_or_default() });
+                return Err(TwinError::BelowMinimum {
+                    value: text,
+                    min: m.minimum.clone().unwrap_or_default(),
+                });
             }
         }
-        if let Some(max) = m.maximum.as_deref().and_then(|s| s.trim().parse::<f64>().ok()) {
+        if let Some(max) = m
+            .maximum
+            .as_deref()
+            .and_then(|s| s.trim().parse::<f64>().ok())
+        {
             if x > max {
-                return Err(TwinError::AboveMaximum { value: text, max: m.maximum.clone().unwrap_or_default() });
+                return Err(TwinError::AboveMaximum {
+                    value: text,
+                    max: m.maximum.clone().unwrap_or_default(),
+                });
             }
         }
     }
-    // Twin units -> raw field value.
-    let raw_text = conv.enum_map.iter().find(|(_, label)| **label == text).map(|(raw, _)| raw.clone()).unwrap_or(text);
+    raw_to_field(text, conv, leaf)
+}
+
+/// Twin units -> raw field value of type `leaf`.
+fn raw_to_field(
+    raw_text: String,
+    conv: &Conversion,
+    leaf: &LayoutType,
+) -> Result<Value, TwinError> {
     match leaf {
         LayoutType::String { .. } | LayoutType::WString { .. } => Ok(Value::String(raw_text)),
         LayoutType::Primitive(Primitive::Bool) => match raw_text.as_str() {
             "true" | "1" => Ok(Value::Bool(true)),
             "false" | "0" => Ok(Value::Bool(false)),
-            _ => Err(TwinError::BadType { value: raw_text, expected: "boolean" }),
+            _ => Err(TwinError::BadType {
+                value: raw_text,
+                expected: "boolean",
+            }),
         },
         LayoutType::Primitive(p) => {
-            let x: f64 = raw_text
-                .trim()
-                .parse()
-                .map_err(|_| TwinError::BadType { value: raw_text.clone(), expected: "number" })?;
+            let x: f64 = raw_text.trim().parse().map_err(|_| TwinError::BadType {
+                value: raw_text.clone(),
+                expected: "number",
+            })?;
             let raw = (x - conv.offset) / conv.scale;
             let v = if p.is_float() {
                 Value::F64(raw)
@@ -257,13 +319,19 @@ pub fn desired_to_field(
                 // Undo floating-point noise of the inverse scaling.
                 let r = raw.round();
                 if (raw - r).abs() > 1e-6 {
-                    return Err(TwinError::Convert(format!("{raw} is not an integer for a {} field", p.name())));
+                    return Err(TwinError::Convert(format!(
+                        "{raw} is not an integer for a {} field",
+                        p.name()
+                    )));
                 }
                 Value::F64(r)
             };
             v.convert(*p).map_err(|e| TwinError::Convert(e.message))
         }
-        LayoutType::Struct(l) => Err(TwinError::Convert(format!("the field is a message ({})", l.type_name))),
+        LayoutType::Struct(l) => Err(TwinError::Convert(format!(
+            "the field is a message ({})",
+            l.type_name
+        ))),
     }
 }
 
@@ -271,7 +339,12 @@ pub fn desired_to_field(
 mod tests {
     use super::*;
 
-    fn model(ty: PropertyType, min: Option<&str>, max: Option<&str>, mode: AccessMode) -> ModelProperty {
+    fn model(
+        ty: PropertyType,
+        min: Option<&str>,
+        max: Option<&str>,
+        mode: AccessMode,
+    ) -> ModelProperty {
         ModelProperty {
             name: "p".into(),
             type_: ty,
@@ -285,26 +358,63 @@ mod tests {
     #[test]
     fn numbers_become_short_twin_strings() {
         let c = Conversion::default();
-        assert_eq!(to_twin(&Value::F32(0.87), &c, PropertyType::Float).unwrap(), "0.87");
-        assert_eq!(to_twin(&Value::F32(0.87), &c, PropertyType::Double).unwrap(), "0.87");
-        assert_eq!(to_twin(&Value::F64(1e-7), &c, PropertyType::Double).unwrap(), "0.0000001");
-        assert_eq!(to_twin(&Value::I32(-3), &c, PropertyType::Int).unwrap(), "-3");
-        assert_eq!(to_twin(&Value::Bool(true), &c, PropertyType::Boolean).unwrap(), "true");
-        let pct = Conversion { scale: 100.0, ..Default::default() };
-        assert_eq!(to_twin(&Value::F32(0.5), &pct, PropertyType::Double).unwrap(), "50");
-        assert_eq!(to_twin(&Value::F64(0.875), &pct, PropertyType::Int).unwrap(), "88");
+        assert_eq!(
+            to_twin(&Value::F32(0.87), &c, PropertyType::Float).unwrap(),
+            "0.87"
+        );
+        assert_eq!(
+            to_twin(&Value::F32(0.87), &c, PropertyType::Double).unwrap(),
+            "0.87"
+        );
+        assert_eq!(
+            to_twin(&Value::F64(1e-7), &c, PropertyType::Double).unwrap(),
+            "0.0000001"
+        );
+        assert_eq!(
+            to_twin(&Value::I32(-3), &c, PropertyType::Int).unwrap(),
+            "-3"
+        );
+        assert_eq!(
+            to_twin(&Value::Bool(true), &c, PropertyType::Boolean).unwrap(),
+            "true"
+        );
+        let pct = Conversion {
+            scale: 100.0,
+            ..Default::default()
+        };
+        assert_eq!(
+            to_twin(&Value::F32(0.5), &pct, PropertyType::Double).unwrap(),
+            "50"
+        );
+        assert_eq!(
+            to_twin(&Value::F64(0.875), &pct, PropertyType::Int).unwrap(),
+            "88"
+        );
     }
 
     #[test]
     fn enums_map_both_ways() {
         let c = Conversion {
-            enum_map: [("1".to_owned(), "charging".to_owned()), ("2".to_owned(), "discharging".to_owned())].into(),
+            enum_map: [
+                ("1".to_owned(), "charging".to_owned()),
+                ("2".to_owned(), "discharging".to_owned()),
+            ]
+            .into(),
             ..Default::default()
         };
-        assert_eq!(to_twin(&Value::U8(1), &c, PropertyType::String).unwrap(), "charging");
-        assert_eq!(to_twin(&Value::U8(9), &c, PropertyType::String).unwrap(), "9");
+        assert_eq!(
+            to_twin(&Value::U8(1), &c, PropertyType::String).unwrap(),
+            "charging"
+        );
+        assert_eq!(
+            to_twin(&Value::U8(9), &c, PropertyType::String).unwrap(),
+            "9"
+        );
         let leaf = LayoutType::Primitive(Primitive::UInt8);
-        assert_eq!(desired_to_field("discharging", &c, None, &leaf).unwrap(), Value::U8(2));
+        assert_eq!(
+            desired_to_field("discharging", &c, None, &leaf).unwrap(),
+            Value::U8(2)
+        );
     }
 
     #[test]
@@ -313,11 +423,17 @@ mod tests {
         let t = to_twin(&Value::String("base link".into()), &c, PropertyType::String).unwrap();
         assert!(t.starts_with(B64_PREFIX) && is_plain(&t[4..]), "{t}");
         assert_eq!(decode_twin(&t).unwrap(), "base link");
-        assert_eq!(to_twin(&Value::String("base_link".into()), &c, PropertyType::String).unwrap(), "base_link");
+        assert_eq!(
+            to_twin(&Value::String("base_link".into()), &c, PropertyType::String).unwrap(),
+            "base_link"
+        );
         // A plain string that looks encoded is encoded itself.
         let t = encode_twin("b64:abc").unwrap();
         assert_eq!(decode_twin(&t).unwrap(), "b64:abc");
-        assert!(matches!(encode_twin(&"x y".repeat(200)), Err(TwinError::TooLong { .. })));
+        assert!(matches!(
+            encode_twin(&"x y".repeat(200)),
+            Err(TwinError::TooLong { .. })
+        ));
         let b = to_twin(&Value::Bytes(vec![0, 255, 7]), &c, PropertyType::Bytes).unwrap();
         assert_eq!(b, "b64:AP8H");
     }
@@ -326,26 +442,72 @@ mod tests {
     fn desired_values_are_checked_before_anything_is_sent() {
         let c = Conversion::default();
         let f64_leaf = LayoutType::Primitive(Primitive::Float64);
-        let m = model(PropertyType::Double, Some("0"), Some("1.5"), AccessMode::ReadWrite);
-        assert_eq!(desired_to_field("0.5", &c, Some(&m), &f64_leaf).unwrap(), Value::F64(0.5));
-        assert!(matches!(desired_to_field("2", &c, Some(&m), &f64_leaf), Err(TwinError::AboveMaximum { .. })));
-        assert!(matches!(desired_to_field("-1", &c, Some(&m), &f64_leaf), Err(TwinError::BelowMinimum { .. })));
-        assert!(matches!(desired_to_field("fast", &c, Some(&m), &f64_leaf), Err(TwinError::BadType { .. })));
-        assert!(matches!(desired_to_field("NaN", &c, Some(&m), &f64_leaf), Err(TwinError::BadType { .. })));
+        let m = model(
+            PropertyType::Double,
+            Some("0"),
+            Some("1.5"),
+            AccessMode::ReadWrite,
+        );
+        assert_eq!(
+            desired_to_field("0.5", &c, Some(&m), &f64_leaf).unwrap(),
+            Value::F64(0.5)
+        );
+        assert!(matches!(
+            desired_to_field("2", &c, Some(&m), &f64_leaf),
+            Err(TwinError::AboveMaximum { .. })
+        ));
+        assert!(matches!(
+            desired_to_field("-1", &c, Some(&m), &f64_leaf),
+            Err(TwinError::BelowMinimum { .. })
+        ));
+        assert!(matches!(
+            desired_to_field("fast", &c, Some(&m), &f64_leaf),
+            Err(TwinError::BadType { .. })
+        ));
+        assert!(matches!(
+            desired_to_field("NaN", &c, Some(&m), &f64_leaf),
+            Err(TwinError::BadType { .. })
+        ));
         let ro = model(PropertyType::Double, None, None, AccessMode::ReadOnly);
-        assert_eq!(desired_to_field("0.5", &c, Some(&ro), &f64_leaf), Err(TwinError::ReadOnly));
-        let i = model(PropertyType::Int, Some("0"), Some("100"), AccessMode::ReadWrite);
+        assert_eq!(
+            desired_to_field("0.5", &c, Some(&ro), &f64_leaf),
+            Err(TwinError::ReadOnly)
+        );
+        let i = model(
+            PropertyType::Int,
+            Some("0"),
+            Some("100"),
+            AccessMode::ReadWrite,
+        );
         let u8_leaf = LayoutType::Primitive(Primitive::UInt8);
-        assert!(matches!(desired_to_field("1.5", &c, Some(&i), &u8_leaf), Err(TwinError::BadType { .. })));
-        assert_eq!(desired_to_field("42", &c, Some(&i), &u8_leaf).unwrap(), Value::U8(42));
+        assert!(matches!(
+            desired_to_field("1.5", &c, Some(&i), &u8_leaf),
+            Err(TwinError::BadType { .. })
+        ));
+        assert_eq!(
+            desired_to_field("42", &c, Some(&i), &u8_leaf).unwrap(),
+            Value::U8(42)
+        );
         // Scaled: twin percent -> raw fraction.
-        let pct = Conversion { scale: 100.0, ..Default::default() };
-        assert_eq!(desired_to_field("25", &pct, None, &f64_leaf).unwrap(), Value::F64(0.25));
+        let pct = Conversion {
+            scale: 100.0,
+            ..Default::default()
+        };
+        assert_eq!(
+            desired_to_field("25", &pct, None, &f64_leaf).unwrap(),
+            Value::F64(0.25)
+        );
         let b = model(PropertyType::Boolean, None, None, AccessMode::ReadWrite);
         let bool_leaf = LayoutType::Primitive(Primitive::Bool);
-        assert_eq!(desired_to_field("true", &c, Some(&b), &bool_leaf).unwrap(), Value::Bool(true));
+        assert_eq!(
+            desired_to_field("true", &c, Some(&b), &bool_leaf).unwrap(),
+            Value::Bool(true)
+        );
         assert!(desired_to_field("yes", &c, Some(&b), &bool_leaf).is_err());
         let s_leaf = LayoutType::String { bound: None };
-        assert_eq!(desired_to_field(&encode_twin("go home").unwrap(), &c, None, &s_leaf).unwrap(), Value::String("go home".into()));
+        assert_eq!(
+            desired_to_field(&encode_twin("go home").unwrap(), &c, None, &s_leaf).unwrap(),
+            Value::String("go home".into())
+        );
     }
 }

@@ -171,7 +171,11 @@ pub struct TopicBinding {
 impl TopicBinding {
     /// Topics sharing one DDS reader/writer: same DDS topic, type and QoS.
     pub fn key(&self) -> (String, String, String) {
-        (self.dds_topic.clone(), self.layout.dds_type_name(), format!("{:?}", self.qos))
+        (
+            self.dds_topic.clone(),
+            self.layout.dds_type_name(),
+            format!("{:?}", self.qos),
+        )
     }
 }
 
@@ -226,7 +230,13 @@ impl DevicePlan {
                         (
                             &q.name,
                             q.read.as_ref().map(|r| (r.key(), r.path.to_string())),
-                            q.write.as_ref().map(|w| (w.topic.key(), w.topic.path.to_string(), w.template.to_string())),
+                            q.write.as_ref().map(|w| {
+                                (
+                                    w.topic.key(),
+                                    w.topic.path.to_string(),
+                                    w.template.to_string(),
+                                )
+                            }),
                             &q.conversion,
                             q.deadband.to_bits(),
                             q.collect_cycle,
@@ -265,14 +275,26 @@ pub fn plan_device(
         errors.push(err(
             None,
             "spec.protocol.protocolName",
-            format!("{:?} is not served by this mapper (expected {PROTOCOL:?})", proto.protocol_name),
+            format!(
+                "{:?} is not served by this mapper (expected {PROTOCOL:?})",
+                proto.protocol_name
+            ),
         ));
         return (None, errors);
     }
-    let cfg: DeviceProtocolConfig = match proto.config_data.clone().map(serde_json::from_value).transpose() {
+    let cfg: DeviceProtocolConfig = match proto
+        .config_data
+        .clone()
+        .map(serde_json::from_value)
+        .transpose()
+    {
         Ok(c) => c.unwrap_or_default(),
         Err(e) => {
-            errors.push(err(None, "spec.protocol.configData", format!("{e} (expected domainId, namespace, livenessCycles)")));
+            errors.push(err(
+                None,
+                "spec.protocol.configData",
+                format!("{e} (expected domainId, namespace, livenessCycles)"),
+            ));
             return (None, errors);
         }
     };
@@ -280,14 +302,21 @@ pub fn plan_device(
         errors.push(err(
             None,
             "spec.protocol.configData.domainId",
-            format!("{d} is out of range (expected 0..={})", ros2::dds::MAX_ROS_DOMAIN_ID),
+            format!(
+                "{d} is out of range (expected 0..={})",
+                ros2::dds::MAX_ROS_DOMAIN_ID
+            ),
         ));
         return (None, errors);
     }
     let namespace = match Namespace::parse(cfg.namespace.as_deref().unwrap_or("/")) {
         Ok(n) => n,
         Err(e) => {
-            errors.push(err(None, "spec.protocol.configData.namespace", e.to_string()));
+            errors.push(err(
+                None,
+                "spec.protocol.configData.namespace",
+                e.to_string(),
+            ));
             return (None, errors);
         }
     };
@@ -295,11 +324,16 @@ pub fn plan_device(
         id: id.clone(),
         domain_id: cfg.domain_id.unwrap_or(defaults.domain_id),
         namespace,
-        liveness_cycles: cfg.liveness_cycles.unwrap_or(defaults.liveness_cycles).max(1),
+        liveness_cycles: cfg
+            .liveness_cycles
+            .unwrap_or(defaults.liveness_cycles)
+            .max(1),
         properties: Vec::new(),
     };
     for prop in &device.spec.properties {
-        let model_prop = model.and_then(|m| m.spec.properties.iter().find(|p| p.name == prop.name)).cloned();
+        let model_prop = model
+            .and_then(|m| m.spec.properties.iter().find(|p| p.name == prop.name))
+            .cloned();
         match plan_property(prop, model_prop, &plan.namespace, registry, defaults) {
             Ok(p) => plan.properties.push(p),
             Err((key, message)) => errors.push(err(Some(&prop.name), &key, message)),
@@ -321,15 +355,24 @@ fn plan_property(
         .visitors
         .as_ref()
         .or(model.as_ref().and_then(|m| m.visitors.as_ref()))
-        .ok_or_else(|| ("visitors".to_owned(), "missing (expected protocolName: ros2 and configData)".to_owned()))?;
+        .ok_or_else(|| {
+            (
+                "visitors".to_owned(),
+                "missing (expected protocolName: ros2 and configData)".to_owned(),
+            )
+        })?;
     if !visitors.protocol_name.is_empty() && visitors.protocol_name != PROTOCOL {
         return Err((
             "visitors.protocolName".into(),
             format!("{:?} is not {PROTOCOL:?}", visitors.protocol_name),
         ));
     }
-    let raw = visitors.config_data.clone().unwrap_or(serde_json::Value::Null);
-    let v: Ros2Visitor = serde_json::from_value(raw).map_err(|e| ("visitors.configData".to_owned(), e.to_string()))?;
+    let raw = visitors
+        .config_data
+        .clone()
+        .unwrap_or(serde_json::Value::Null);
+    let v: Ros2Visitor = serde_json::from_value(raw)
+        .map_err(|e| ("visitors.configData".to_owned(), e.to_string()))?;
     let flat = v.topic.is_some() || v.type_name.is_some() || v.field.is_some();
     if flat && (v.read.is_some() || v.write.is_some()) {
         return Err((
@@ -338,13 +381,21 @@ fn plan_property(
         ));
     }
     let (read_cfg, write_cfg) = if flat {
-        let ep = EndpointConfig {
-            topic: v.topic.clone().ok_or_else(|| ("visitors.configData.topic".to_owned(), "missing".to_owned()))?,
-            type_name: v.type_name.clone().ok_or_else(|| ("visitors.configData.type".to_owned(), "missing".to_owned()))?,
-            field: v.field.clone().ok_or_else(|| ("visitors.configData.field".to_owned(), "missing".to_owned()))?,
-            qos: v.qos,
-            template: v.template.clone(),
-        };
+        let ep =
+            EndpointConfig {
+                topic: v.topic.clone().ok_or_else(|| {
+                    ("visitors.configData.topic".to_owned(), "missing".to_owned())
+                })?,
+                type_name: v
+                    .type_name
+                    .clone()
+                    .ok_or_else(|| ("visitors.configData.type".to_owned(), "missing".to_owned()))?,
+                field: v.field.clone().ok_or_else(|| {
+                    ("visitors.configData.field".to_owned(), "missing".to_owned())
+                })?,
+                qos: v.qos,
+                template: v.template.clone(),
+            };
         match v.direction.unwrap_or_default() {
             Direction::Read => (Some(ep), None),
             Direction::Write => (None, Some(ep)),
@@ -361,19 +412,42 @@ fn plan_property(
     }
     let read = read_cfg
         .as_ref()
-        .map(|c| bind(c, ns, registry, Qos::sensor_data(), if flat { "visitors.configData" } else { "visitors.configData.read" }))
+        .map(|c| {
+            bind(
+                c,
+                ns,
+                registry,
+                Qos::sensor_data(),
+                if flat {
+                    "visitors.configData"
+                } else {
+                    "visitors.configData.read"
+                },
+            )
+        })
         .transpose()?;
     let write = write_cfg
         .as_ref()
         .map(|c| {
-            let base = if flat { "visitors.configData" } else { "visitors.configData.write" };
+            let base = if flat {
+                "visitors.configData"
+            } else {
+                "visitors.configData.write"
+            };
             let topic = bind(c, ns, registry, Qos::ros_default(), base)?;
             let template = match &c.template {
-                Some(t) => Value::from_json(&topic.layout, t).map_err(|e| (format!("{base}.template"), e.to_string()))?,
+                Some(t) => Value::from_json(&topic.layout, t)
+                    .map_err(|e| (format!("{base}.template"), e.to_string()))?,
                 None => topic.layout.default_value(),
             };
             if topic.is_array || matches!(topic.leaf, LayoutType::Struct(_)) {
-                return Err((format!("{base}.field"), format!("{:?} is a message or an array; a desired value sets one scalar field", c.field)));
+                return Err((
+                    format!("{base}.field"),
+                    format!(
+                        "{:?} is a message or an array; a desired value sets one scalar field",
+                        c.field
+                    ),
+                ));
             }
             Ok(WriteBinding { topic, template })
         })
@@ -382,7 +456,10 @@ fn plan_property(
         if m.access_mode == Some(crate::model::AccessMode::ReadOnly) {
             return Err((
                 "visitors.configData".into(),
-                format!("writes to a property the DeviceModel declares ReadOnly ({})", m.name),
+                format!(
+                    "writes to a property the DeviceModel declares ReadOnly ({})",
+                    m.name
+                ),
             ));
         }
     }
@@ -400,33 +477,186 @@ fn plan_property(
     };
     let scale = v.scale.unwrap_or(1.0);
     if scale == 0.0 || !scale.is_finite() {
-        return Err(("visitors.configData.scale".into(), format!("{scale} (expected a finite non-zero number)")));
+        return Err((
+            "visitors.configData.scale".into(),
+            format!("{scale} (expected a finite non-zero number)"),
+        ));
     }
     Ok(PropertyPlan {
         name: prop.name.clone(),
         read,
         write,
-        conversion: Conversion { scale, offset: v.offset.unwrap_or(0.0), enum_map: v.enum_map.clone().unwrap_or_default() },
+        conversion: Conversion {
+            scale,
+            offset: v.offset.unwrap_or(0.0),
+            enum_map: v.enum_map.clone().unwrap_or_default(),
+        },
         deadband: v.deadband.unwrap_or(0.0).abs(),
         collect_cycle: cycle(prop.collect_cycle, "collectCycle", defaults.collect_cycle)?,
         report_cycle: cycle(prop.report_cycle, "reportCycle", defaults.report_cycle)?,
         report_to_cloud: prop.report_to_cloud.unwrap_or(true),
         model,
         push_method: prop.push_method.clone(),
-        desired: prop.desired.as_ref().map(|d| d.value.clone()).filter(|v| !v.is_empty()),
+        desired: prop
+            .desired
+            .as_ref()
+            .map(|d| d.value.clone())
+            .filter(|v| !v.is_empty()),
     })
 }
 
-fn bind(c: &EndpointConfig, ns: &Namespace, registry: &Registry, default_qos: Qos, base: &str) -> Result<TopicBinding, PlanError> {
-    let ros_name = RosName::resolve(&c.topic, ns.as_str()).map_err(|e| (format!("{base}.topic"), e.to_string()))?;
-    let dds_topic = ros_name.to_dds_topic().map_err(|e| (format!("{base}.topic"), e.to_string()))?;
+fn bind(
+    c: &EndpointConfig,
+    ns: &Namespace,
+    registry: &Registry,
+    default_qos: Qos,
+    base: &str,
+) -> Result<TopicBinding, PlanError> {
+    let ros_name = RosName::resolve(&c.topic, ns.as_str())
+        .map_err(|e| (format!("{base}.topic"), e.to_string()))?;
+    let dds_topic = ros_name
+        .to_dds_topic()
+        .map_err(|e| (format!("{base}.topic"), e.to_string()))?;
     let ty = TypeName::parse(&c.type_name).map_err(|e| (format!("{base}.type"), e.to_string()))?;
-    let layout = registry.layout(&ty).map_err(|e| (format!("{base}.type"), e.to_string()))?;
-    let path: FieldPath = c.field.parse().map_err(|e: ros2::value::PathError| (format!("{base}.field"), e.to_string()))?;
-    let target = layout.resolve_path(&path).map_err(|e| (format!("{base}.field"), e))?;
+    let layout = registry
+        .layout(&ty)
+        .map_err(|e| (format!("{base}.type"), e.to_string()))?;
+    let path: FieldPath = c
+        .field
+        .parse()
+        .map_err(|e: ros2::value::PathError| (format!("{base}.field"), e.to_string()))?;
+    let target = layout
+        .resolve_path(&path)
+        .map_err(|e| (format!("{base}.field"), e))?;
     let is_array = target.array.is_array();
     let leaf = target.ty;
     let qos = c.qos.unwrap_or(default_qos);
-    qos.validate(&dds_topic).map_err(|e| (format!("{base}.qos"), e.to_string()))?;
-    Ok(TopicBinding { ros_name, dds_topic, layout, path, leaf, is_array, qos })
+    qos.validate(&dds_topic)
+        .map_err(|e| (format!("{base}.qos"), e.to_string()))?;
+    Ok(TopicBinding {
+        ros_name,
+        dds_topic,
+        layout,
+        path,
+        leaf,
+        is_array,
+        qos,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(yaml: &str) -> Device {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    const ROBOT: &str = r#"
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata: {name: robot1, namespace: fleet}
+spec:
+  protocol: {protocolName: ros2, configData: {domainId: 7, namespace: /robot1}}
+  properties:
+    - name: battery
+      collectCycle: 500
+      visitors:
+        protocolName: ros2
+        configData: {topic: battery_state, type: sensor_msgs/msg/BatteryState, field: percentage, scale: 100}
+    - name: speed
+      desired: {value: "0.5"}
+      visitors:
+        protocolName: ros2
+        configData:
+          write: {topic: cmd_vel, type: geometry_msgs/msg/Twist, field: linear.x, template: {angular: {z: 0.1}}}
+          read: {topic: /odom, type: nav_msgs/msg/Odometry, field: twist.twist.linear.x}
+    - name: broken
+      visitors:
+        protocolName: ros2
+        configData: {topic: battery_state, type: sensor_msgs/msg/BatteryState, field: percentag}
+"#;
+
+    #[test]
+    fn plans_flat_and_split_properties_and_names_bad_keys() {
+        let reg = Registry::bundled();
+        let (plan, errors) = plan_device(&device(ROBOT), None, &reg, &PlanDefaults::default());
+        let plan = plan.unwrap();
+        assert_eq!(plan.domain_id, 7);
+        assert_eq!(plan.properties.len(), 2);
+        let battery = &plan.properties[0];
+        let r = battery.read.as_ref().unwrap();
+        assert_eq!(r.dds_topic, "rt/robot1/battery_state");
+        assert_eq!(battery.collect_cycle, Duration::from_millis(500));
+        assert_eq!(battery.conversion.scale, 100.0);
+        let speed = &plan.properties[1];
+        assert_eq!(
+            speed.write.as_ref().unwrap().topic.dds_topic,
+            "rt/robot1/cmd_vel"
+        );
+        assert_eq!(speed.read.as_ref().unwrap().dds_topic, "rt/odom");
+        assert_eq!(speed.desired.as_deref(), Some("0.5"));
+        assert_eq!(errors.len(), 1);
+        let e = errors[0].to_string();
+        assert!(
+            e.starts_with("device fleet/robot1 property broken: visitors.configData.field:"),
+            "{e}"
+        );
+        assert!(e.contains("no field \"percentag\""), "{e}");
+    }
+
+    #[test]
+    fn bad_device_config_is_refused_with_the_key() {
+        let reg = Registry::bundled();
+        let d = device(&ROBOT.replace("domainId: 7", "domainId: 900"));
+        let (plan, errors) = plan_device(&d, None, &reg, &PlanDefaults::default());
+        assert!(plan.is_none());
+        assert!(
+            errors[0]
+                .to_string()
+                .contains("spec.protocol.configData.domainId: 900 is out of range"),
+            "{}",
+            errors[0]
+        );
+        let d = device(&ROBOT.replace("domainId: 7", "domainID: 7"));
+        let (plan, errors) = plan_device(&d, None, &reg, &PlanDefaults::default());
+        assert!(plan.is_none());
+        assert!(
+            errors[0].to_string().contains("unknown field `domainID`"),
+            "{}",
+            errors[0]
+        );
+        let d = device(&ROBOT.replace("collectCycle: 500", "collectCycle: 5000000000"));
+        let (_, errors) = plan_device(&d, None, &reg, &PlanDefaults::default());
+        assert!(errors.iter().any(|e| e
+            .to_string()
+            .contains("collectCycle: 5000000000 ms is more than a day")));
+        let d = device(&ROBOT.replace(
+            "protocolName: ros2, configData",
+            "protocolName: modbus, configData",
+        ));
+        let (plan, errors) = plan_device(&d, None, &reg, &PlanDefaults::default());
+        assert!(plan.is_none() && errors[0].key == "spec.protocol.protocolName");
+    }
+
+    #[test]
+    fn same_wiring_ignores_desired_values() {
+        let reg = Registry::bundled();
+        let (a, _) = plan_device(&device(ROBOT), None, &reg, &PlanDefaults::default());
+        let (b, _) = plan_device(
+            &device(&ROBOT.replace("\"0.5\"", "\"0.7\"")),
+            None,
+            &reg,
+            &PlanDefaults::default(),
+        );
+        let (c, _) = plan_device(
+            &device(&ROBOT.replace("scale: 100", "scale: 10")),
+            None,
+            &reg,
+            &PlanDefaults::default(),
+        );
+        let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
+        assert!(a.same_wiring(&b));
+        assert!(!a.same_wiring(&c));
+    }
 }
