@@ -31,6 +31,9 @@ impl DeviceBinding {
 }
 
 /// What a backend tells the core.
+// Upsert carries a whole Device; events are rare (device changes), so the
+// size difference between variants costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum BackendEvent {
     /// The complete set of this node's `ros2` devices (after a (re)connect or

@@ -15,7 +15,13 @@
 //!     direction: read                   # read (default) | write | readwrite
 //!     scale: 100                        # twin = raw * scale + offset
 //! ```
-//! and the split form names both sides, e.g. a speed limit written as
+//! Every key of the flat form is a scalar, because edgecore (DMI) passes only
+//! scalar `configData` values to mappers: QoS is `reliability`/`durability`/
+//! `depth`, a read-back on another topic is `readbackTopic`/`readbackType`/
+//! `readbackField`, `template` may be a JSON string, and `enum` may be a
+//! string `"1:charging,2:discharging"`.
+//!
+//! The split form (nested objects: MQTT and kube backends only) names both sides, e.g. a speed limit written as
 //! `geometry_msgs/msg/Twist.linear.x` on `cmd_vel` and read back from `odom`:
 //! ```yaml
 //!     write: {topic: cmd_vel, type: geometry_msgs/msg/Twist, field: linear.x,
@@ -83,10 +89,28 @@ pub struct Ros2Visitor {
     /// Flat form: QoS of both sides.
     #[serde(default)]
     pub qos: Option<Qos>,
-    /// Flat form: the message written, before the field is set (JSON form;
-    /// missing fields take their defaults).
+    /// Flat form, scalar QoS: `reliable` | `best_effort`.
+    #[serde(default)]
+    pub reliability: Option<ros2::dds::Reliability>,
+    /// Flat form, scalar QoS: `volatile` | `transient_local`.
+    #[serde(default)]
+    pub durability: Option<ros2::dds::Durability>,
+    /// Flat form, scalar QoS: history depth (keep last N).
+    #[serde(default)]
+    pub depth: Option<u32>,
+    /// Flat form: the message written, before the field is set (JSON form,
+    /// or a string holding it; missing fields take their defaults).
     #[serde(default)]
     pub template: Option<serde_json::Value>,
+    /// Flat form, write direction: confirm on this topic (read-back).
+    #[serde(default)]
+    pub readback_topic: Option<String>,
+    /// Read-back type (default: `type`).
+    #[serde(default)]
+    pub readback_type: Option<String>,
+    /// Read-back field (default: `field`).
+    #[serde(default)]
+    pub readback_field: Option<String>,
     /// Split form: where the reported value comes from.
     #[serde(default)]
     pub read: Option<EndpointConfig>,
@@ -101,11 +125,36 @@ pub struct Ros2Visitor {
     pub offset: Option<f64>,
     /// Raw value -> twin label (`{"1": "charging"}`), inverted for desired values.
     #[serde(default, rename = "enum")]
-    pub enum_map: Option<BTreeMap<String, String>>,
+    pub enum_map: Option<EnumMap>,
     /// On-change reporting: a numeric change smaller than this is not reported
     /// before the report cycle. Default 0 (any change).
     #[serde(default)]
     pub deadband: Option<f64>,
+}
+
+/// An enum map as an object or as a `raw:label,raw:label` string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EnumMap {
+    Map(BTreeMap<String, String>),
+    Text(String),
+}
+
+impl EnumMap {
+    fn resolve(&self) -> Result<BTreeMap<String, String>, String> {
+        match self {
+            Self::Map(m) => Ok(m.clone()),
+            Self::Text(t) => t
+                .split(',')
+                .filter(|p| !p.trim().is_empty())
+                .map(|pair| {
+                    pair.split_once(':')
+                        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                        .ok_or_else(|| format!("{pair:?} is not raw:label"))
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One side of a split-form visitor.
@@ -380,25 +429,68 @@ fn plan_property(
             "use either topic/type/field (with direction) or read/write, not both".into(),
         ));
     }
+    let scalar_qos = v.reliability.is_some() || v.durability.is_some() || v.depth.is_some();
+    if scalar_qos && v.qos.is_some() {
+        return Err((
+            "visitors.configData.qos".into(),
+            "give qos or reliability/durability/depth, not both".into(),
+        ));
+    }
+    let template = match &v.template {
+        Some(serde_json::Value::String(s)) => Some(serde_json::from_str(s).map_err(|e| {
+            (
+                "visitors.configData.template".to_owned(),
+                format!("{s:?} is not JSON: {e}"),
+            )
+        })?),
+        other => other.clone(),
+    };
     let (read_cfg, write_cfg) = if flat {
-        let ep =
-            EndpointConfig {
-                topic: v.topic.clone().ok_or_else(|| {
-                    ("visitors.configData.topic".to_owned(), "missing".to_owned())
-                })?,
-                type_name: v
-                    .type_name
-                    .clone()
-                    .ok_or_else(|| ("visitors.configData.type".to_owned(), "missing".to_owned()))?,
-                field: v.field.clone().ok_or_else(|| {
-                    ("visitors.configData.field".to_owned(), "missing".to_owned())
-                })?,
-                qos: v.qos,
-                template: v.template.clone(),
+        let qos = if scalar_qos {
+            let mut q = match v.direction.unwrap_or_default() {
+                Direction::Read => Qos::sensor_data(),
+                _ => Qos::ros_default(),
             };
+            if let Some(r) = v.reliability {
+                q.reliability = r;
+            }
+            if let Some(d) = v.durability {
+                q.durability = d;
+            }
+            if let Some(n) = v.depth {
+                q.history = ros2::dds::History::KeepLast(n);
+            }
+            Some(q)
+        } else {
+            v.qos
+        };
+        let missing = |k: &str| (format!("visitors.configData.{k}"), "missing".to_owned());
+        let ep = EndpointConfig {
+            topic: v.topic.clone().ok_or_else(|| missing("topic"))?,
+            type_name: v.type_name.clone().ok_or_else(|| missing("type"))?,
+            field: v.field.clone().ok_or_else(|| missing("field"))?,
+            qos,
+            template,
+        };
+        let readback = v.readback_topic.clone().map(|topic| EndpointConfig {
+            topic,
+            type_name: v
+                .readback_type
+                .clone()
+                .unwrap_or_else(|| ep.type_name.clone()),
+            field: v.readback_field.clone().unwrap_or_else(|| ep.field.clone()),
+            qos: None,
+            template: None,
+        });
         match v.direction.unwrap_or_default() {
+            Direction::Read if readback.is_some() => {
+                return Err((
+                    "visitors.configData.readbackTopic".into(),
+                    "needs direction write".into(),
+                ))
+            }
             Direction::Read => (Some(ep), None),
-            Direction::Write => (None, Some(ep)),
+            Direction::Write => (readback, Some(ep)),
             Direction::ReadWrite => (Some(ep.clone()), Some(ep)),
         }
     } else {
@@ -489,7 +581,13 @@ fn plan_property(
         conversion: Conversion {
             scale,
             offset: v.offset.unwrap_or(0.0),
-            enum_map: v.enum_map.clone().unwrap_or_default(),
+            enum_map: v
+                .enum_map
+                .as_ref()
+                .map(EnumMap::resolve)
+                .transpose()
+                .map_err(|e| ("visitors.configData.enum".to_owned(), e))?
+                .unwrap_or_default(),
         },
         deadband: v.deadband.unwrap_or(0.0).abs(),
         collect_cycle: cycle(prop.collect_cycle, "collectCycle", defaults.collect_cycle)?,
@@ -637,6 +735,52 @@ spec:
         ));
         let (plan, errors) = plan_device(&d, None, &reg, &PlanDefaults::default());
         assert!(plan.is_none() && errors[0].key == "spec.protocol.protocolName");
+    }
+
+    #[test]
+    fn scalar_only_form_for_dmi() {
+        let reg = Registry::bundled();
+        let y = r#"
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata: {name: robot1, namespace: default}
+spec:
+  protocol: {protocolName: ros2, configData: {domainId: 3}}
+  properties:
+    - name: speed
+      visitors:
+        protocolName: ros2
+        configData: {direction: write, topic: cmd_vel, type: geometry_msgs/msg/Twist, field: linear.x,
+                     template: '{"angular": {"z": 0.5}}', reliability: reliable, durability: transient_local, depth: 1,
+                     readbackTopic: odom, readbackType: nav_msgs/msg/Odometry, readbackField: twist.twist.linear.x}
+    - name: status
+      visitors:
+        protocolName: ros2
+        configData: {topic: battery_state, type: sensor_msgs/msg/BatteryState, field: power_supply_status,
+                     enum: "1:charging,2:discharging", reliability: best_effort}
+"#;
+        let (plan, errors) = plan_device(&device(y), None, &reg, &PlanDefaults::default());
+        assert!(errors.is_empty(), "{errors:?}");
+        let plan = plan.unwrap();
+        let speed = &plan.properties[0];
+        let w = speed.write.as_ref().unwrap();
+        assert_eq!(
+            w.topic.qos.durability,
+            ros2::dds::Durability::TransientLocal
+        );
+        assert_eq!(
+            w.template.get_path(&"angular.z".parse().unwrap()),
+            Some(Value::F64(0.5))
+        );
+        assert_eq!(speed.read.as_ref().unwrap().dds_topic, "rt/odom");
+        assert_eq!(
+            plan.properties[1]
+                .conversion
+                .enum_map
+                .get("2")
+                .map(String::as_str),
+            Some("discharging")
+        );
     }
 
     #[test]
