@@ -9,6 +9,7 @@
 //! - [`mosquitto`]: a real Mosquitto broker on a free loopback port.
 //! - [`edgecore`]: an edgecore stand-in for the MQTT eventbus (devicetwin rules).
 //! - [`dmi_edgecore`]: an edgecore stand-in for DMI gRPC (`DeviceManagerService`).
+//! - [`robot`]: the mapper end to end: a Cyclone DDS robot, the mapper binary, the robot's Device.
 //! - [`fake_kube`]: an in-process Kubernetes API server (REST + watch) for the K3s mode.
 //!
 //! Prerequisites: a test that lacks one is skipped with a message saying what
@@ -21,6 +22,7 @@ pub mod mosquitto;
 pub mod netns;
 pub mod prereq;
 pub mod proc;
+pub mod robot;
 
 use std::path::PathBuf;
 

@@ -69,6 +69,10 @@ struct ReadGroup {
 struct WriteSide {
     writer: Arc<RawWriter>,
     last_applied: Option<String>,
+    /// The last message published, re-sent to subscribers that match later.
+    last_payload: Option<Vec<u8>>,
+    matched: usize,
+    republish_due: bool,
 }
 
 /// Starts a device. DDS entities that cannot be created leave that property
@@ -191,6 +195,9 @@ async fn run_device(
             WriteSide {
                 writer,
                 last_applied: None,
+                last_payload: None,
+                matched: 0,
+                republish_due: false,
             },
         );
     }
@@ -204,10 +211,7 @@ async fn run_device(
 
     let mut liveness = tokio::time::interval(WRITER_LIVENESS_PERIOD);
     liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let has_write_only = plan
-        .properties
-        .iter()
-        .any(|p| p.read.is_none() && p.write.is_some());
+    let has_writers = !write_sides.is_empty();
     loop {
         let now = Instant::now();
         let wake = reporter
@@ -239,13 +243,28 @@ async fn run_device(
                 Some(DeviceCmd::Resync) => reporter.force_full(),
                 None => break,
             },
-            _ = liveness.tick(), if has_write_only => {
-                for (i, p) in plan.properties.iter().enumerate() {
-                    if p.read.is_none() {
-                        if let Some(w) = write_sides.get(&i) {
-                            reporter.on_writer_liveness(i, w.writer.matched_readers() > 0);
+            _ = liveness.tick(), if has_writers => {
+                for (i, w) in write_sides.iter_mut() {
+                    let n = w.writer.matched_readers();
+                    if plan.properties[*i].read.is_none() {
+                        reporter.on_writer_liveness(*i, n > 0);
+                    }
+                    // A subscriber that joined after the last desired value gets
+                    // it again, one tick later (the far side may see the match
+                    // after we do, and a volatile reader drops earlier data).
+                    if w.republish_due {
+                        w.republish_due = false;
+                        if let Some(p) = w.last_payload.clone() {
+                            match w.writer.write_async(p).await {
+                                Ok(()) => tracing::debug!(%device, property = %plan.properties[*i].name, "desired value re-published to a new subscriber"),
+                                Err(e) => tracing::warn!(%device, property = %plan.properties[*i].name, error = %e, "re-publish failed"),
+                            }
                         }
                     }
+                    if n > w.matched {
+                        w.republish_due = w.last_payload.is_some();
+                    }
+                    w.matched = n;
                 }
             }
             _ = sleep_until_opt(wake) => {}
@@ -419,10 +438,11 @@ async fn apply_desired(
         Ok(b) => b,
         Err(e) => return reject(reporter, TwinError::Convert(e.to_string()).to_string()),
     };
-    if let Err(e) = side.writer.write_async(payload).await {
+    if let Err(e) = side.writer.write_async(payload.clone()).await {
         return reject(reporter, format!("publish failed: {e}"));
     }
     side.last_applied = Some(value.to_owned());
+    side.last_payload = Some(payload);
     out.metrics.desired_applied.get_or_create(&label).inc();
     tracing::info!(%device, property = %p.name, value, topic = %w.topic.ros_name, "desired value published");
     reporter.on_desired_applied(i, value.to_owned());
