@@ -28,6 +28,7 @@ pub fn domain(n: u16) -> u16 {
 
 /// The simulated robot (Cyclone DDS): BatteryState and Odometry at 10 Hz,
 /// subscribes cmd_vel.
+#[derive(Debug)]
 pub struct Robot {
     pub proc: Proc,
 }

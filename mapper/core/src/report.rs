@@ -10,9 +10,10 @@
 //! - **reportToCloud: false**: the value is collected (and pushed) but not
 //!   reported as a twin.
 //! - **state**: a read property is live while its last sample is younger than
-//!   `livenessCycles × max(collectCycle, 1 s)`; a write-only property is live
-//!   while a subscriber is matched. The device is online while any property is
-//!   live, offline when none is, and unknown until the first window has passed.
+//!   `livenessCycles × max(collectCycle, 1 s)`. A device with read properties
+//!   is online while any of them is live; a device with only write properties
+//!   is online while something subscribes to what it writes. Offline
+//!   otherwise, and unknown until the first window has passed.
 
 use std::time::{Duration, Instant};
 
@@ -250,20 +251,20 @@ impl Reporter {
     }
 
     fn compute_state(&self, now: Instant) -> DeviceState {
-        let mut any_signal = false;
+        // Sensors decide when there are any; a write-only device is live
+        // while something subscribes to what it writes.
+        let any_reads = self.props.iter().any(|p| p.policy.reads);
+        let any_signal = !self.props.is_empty();
         for p in &self.props {
-            if p.policy.reads {
-                any_signal = true;
-                if p.last_sample_at
-                    .is_some_and(|t| now.saturating_duration_since(t) < self.window(p))
-                {
-                    return DeviceState::Online;
-                }
+            let live = if any_reads {
+                p.policy.reads
+                    && p.last_sample_at
+                        .is_some_and(|t| now.saturating_duration_since(t) < self.window(p))
             } else {
-                any_signal = true;
-                if p.writer_live {
-                    return DeviceState::Online;
-                }
+                p.writer_live
+            };
+            if live {
+                return DeviceState::Online;
             }
         }
         let first_window = self
