@@ -64,3 +64,20 @@ pub fn python() -> Result<PathBuf, String> {
     }
     Ok(py)
 }
+
+/// `../shared/kubeedge` beside the project (KubeEdge's reference CRDs and
+/// examples): present in CI and on the developers' machines, not on a user's.
+pub fn shared_kubeedge() -> Result<PathBuf, String> {
+    let p = crate::workspace_root()
+        .join("..")
+        .join("shared")
+        .join("kubeedge");
+    if p.join("crds").is_dir() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{} (KubeEdge's reference CRDs, present beside the project in CI)",
+            p.display()
+        ))
+    }
+}

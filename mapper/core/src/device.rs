@@ -103,6 +103,9 @@ fn value_type(p: &PropertyPlan) -> crate::model::PropertyType {
     if let Some(m) = &p.model {
         return m.type_;
     }
+    if p.transform.is_some() {
+        return crate::model::PropertyType::Double;
+    }
     let b = p.read.as_ref().or(p.write.as_ref().map(|w| &w.topic));
     b.map(|b| infer_type(&b.leaf, b.is_array))
         .unwrap_or_default()
@@ -369,7 +372,15 @@ fn on_sample(
             tracing::warn!(%device, property = %p.name, path = %b.path, "field missing in sample");
             continue;
         };
-        let field = if b.is_array {
+        let field = if let Some(t) = p.transform {
+            match t.apply(&field) {
+                Some(v) => v,
+                None => {
+                    tracing::warn!(%device, property = %p.name, "transform does not apply to the field value");
+                    continue;
+                }
+            }
+        } else if b.is_array {
             ros2::value::Value::String(field.to_string())
         } else {
             field

@@ -130,6 +130,33 @@ pub struct Ros2Visitor {
     /// before the report cycle. Default 0 (any change).
     #[serde(default)]
     pub deadband: Option<f64>,
+    /// Computes the twin from the read field: `yaw` turns a
+    /// `geometry_msgs/msg/Quaternion` field into its yaw angle in radians.
+    #[serde(default)]
+    pub transform: Option<Transform>,
+}
+
+/// A computation applied to the read field before it becomes a twin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Transform {
+    /// Yaw (rotation about z, radians) of a quaternion.
+    Yaw,
+}
+
+impl Transform {
+    /// Applies the transform to the field value.
+    pub fn apply(self, v: &Value) -> Option<Value> {
+        match self {
+            Self::Yaw => {
+                let c = |n: &str| v.field(n).and_then(Value::as_f64);
+                let (x, y, z, w) = (c("x")?, c("y")?, c("z")?, c("w")?);
+                Some(Value::F64(
+                    (2.0 * (w * z + x * y)).atan2(1.0 - 2.0 * (y * y + z * z)),
+                ))
+            }
+        }
+    }
 }
 
 /// An enum map as an object or as a `raw:label,raw:label` string.
@@ -249,6 +276,8 @@ pub struct PropertyPlan {
     pub model: Option<ModelProperty>,
     /// `pushMethod` of the property, if any.
     pub push_method: Option<serde_json::Value>,
+    /// A computation on the read field (e.g. quaternion -> yaw).
+    pub transform: Option<Transform>,
     /// The desired value in the Device spec, if any.
     pub desired: Option<String>,
 }
@@ -518,6 +547,16 @@ fn plan_property(
             )
         })
         .transpose()?;
+    if let Some(t) = v.transform {
+        let quaternion = matches!(&read, Some(b) if !b.is_array
+            && matches!(&b.leaf, LayoutType::Struct(l) if l.type_name.to_string() == "geometry_msgs/msg/Quaternion"));
+        if !quaternion {
+            return Err((
+                "visitors.configData.transform".into(),
+                format!("{t:?} needs a read field of type geometry_msgs/msg/Quaternion"),
+            ));
+        }
+    }
     let write = write_cfg
         .as_ref()
         .map(|c| {
@@ -595,6 +634,7 @@ fn plan_property(
         report_to_cloud: prop.report_to_cloud.unwrap_or(true),
         model,
         push_method: prop.push_method.clone(),
+        transform: v.transform,
         desired: prop
             .desired
             .as_ref()
@@ -781,6 +821,47 @@ spec:
                 .map(String::as_str),
             Some("discharging")
         );
+    }
+
+    #[test]
+    fn yaw_transform_needs_a_quaternion() {
+        let reg = Registry::bundled();
+        let y = |field: &str| {
+            device(&format!(
+                r#"
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata: {{name: r, namespace: default}}
+spec:
+  properties:
+    - name: yaw
+      visitors: {{protocolName: ros2, configData: {{topic: odom, type: nav_msgs/msg/Odometry, field: {field}, transform: yaw}}}}
+"#
+            ))
+        };
+        let (plan, errors) = plan_device(
+            &y("pose.pose.orientation"),
+            None,
+            &reg,
+            &PlanDefaults::default(),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(plan.unwrap().properties[0].transform, Some(Transform::Yaw));
+        let (_, errors) = plan_device(
+            &y("pose.pose.position"),
+            None,
+            &reg,
+            &PlanDefaults::default(),
+        );
+        assert_eq!(errors[0].key, "visitors.configData.transform");
+        let q = Value::Struct(vec![
+            ("x".into(), Value::F64(0.0)),
+            ("y".into(), Value::F64(0.0)),
+            ("z".into(), Value::F64(std::f64::consts::FRAC_1_SQRT_2)),
+            ("w".into(), Value::F64(std::f64::consts::FRAC_1_SQRT_2)),
+        ]);
+        let yaw = Transform::Yaw.apply(&q).and_then(|v| v.as_f64()).unwrap();
+        assert!((yaw - std::f64::consts::FRAC_PI_2).abs() < 1e-12, "{yaw}");
     }
 
     #[test]

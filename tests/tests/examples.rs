@@ -1,0 +1,101 @@
+//! The example Device/DeviceModel the project ships: they parse into the
+//! mapper's types, every property resolves, and they validate against
+//! KubeEdge's real CRD schemas (`../shared/kubeedge/crds`), as do KubeEdge's
+//! own examples; a broken object is caught (the validator can fail).
+
+use std::process::Command;
+
+use integration_tests::prereq::{python, require, shared_kubeedge};
+use integration_tests::{python_dir, workspace_root};
+use mapper_core::model::{Device, DeviceModel};
+use mapper_core::visitor::{plan_device, PlanDefaults};
+use ros2::msg::Registry;
+
+fn example() -> std::path::PathBuf {
+    workspace_root().join("mapper/examples/ros2-mobile-robot.yaml")
+}
+
+#[test]
+fn example_robot_parses_and_every_property_resolves() {
+    let text = std::fs::read_to_string(example()).unwrap();
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let model: DeviceModel = serde_yaml::from_value(docs[0].clone()).unwrap();
+    let device: Device = serde_yaml::from_value(docs[1].clone()).unwrap();
+    let (plan, errors) = plan_device(
+        &device,
+        Some(&model),
+        &Registry::bundled(),
+        &PlanDefaults::default(),
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    let plan = plan.unwrap();
+    assert_eq!(plan.properties.len(), 7);
+    for p in &plan.properties {
+        assert!(p.model.is_some(), "{} has no DeviceModel property", p.name);
+    }
+}
+
+fn validate(objects: &[std::path::PathBuf]) -> (bool, String) {
+    let py = require("python venv", python()).expect("checked by the caller");
+    let crds = shared_kubeedge()
+        .expect("checked by the caller")
+        .join("crds");
+    let out = Command::new(py)
+        .arg(python_dir().join("validate_crd.py"))
+        .arg("--crds")
+        .arg(crds)
+        .arg("--objects")
+        .args(objects)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn examples_validate_against_kubeedge_crds() {
+    let (Some(_), Some(shared)) = (
+        require("python venv", python()),
+        require("../shared/kubeedge", shared_kubeedge()),
+    ) else {
+        return;
+    };
+    let mut objects = vec![example()];
+    for f in [
+        "new-counter-demo_counter-instance.yaml",
+        "new-counter-demo_counter-model.yaml",
+    ] {
+        objects.push(shared.join("examples").join(f));
+    }
+    let (ok, out) = validate(&objects);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("ros2-mobile-robot.yaml#1 Device robot1 against devices_v1beta1_device.yaml"),
+        "{out}"
+    );
+
+    // The validator can fail: a wrong enum value and an unknown field.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    let text = std::fs::read_to_string(example())
+        .unwrap()
+        .replacen("type: DOUBLE", "type: REAL", 1)
+        .replacen(
+            "  deviceModelRef:",
+            "  deviceModelReference: {name: x}\n  deviceModelRef:",
+            1,
+        );
+    std::fs::write(&bad, text).unwrap();
+    let (ok, out) = validate(&[bad]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("'REAL' is not one of"), "{out}");
+    assert!(out.contains("deviceModelReference"), "{out}");
+}
