@@ -263,6 +263,9 @@ def cmd_pub(args) -> int:
         writer.write(s)
         eprint(f'WROTE {i}')
 
+    if args.reliability == 'reliable' and hasattr(writer, 'wait_for_acks'):
+        # Stay until every matched reader acknowledged (repairs on a loaded machine).
+        eprint('ACKED' if writer.wait_for_acks(duration(seconds=30)) else 'NOT ACKED within 30 s')
     if args.linger > 0:
         time.sleep(args.linger)
     eprint('DONE')

@@ -52,7 +52,7 @@ struct Common {
     extra_msg_dir: Vec<PathBuf>,
 }
 
-#[derive(Copy, Clone, Debug, ValueEnum)]
+#[derive(Copy, Clone, Debug, PartialEq, ValueEnum)]
 enum Rel {
     Reliable,
     #[value(name = "best_effort")]
@@ -195,6 +195,18 @@ async fn run_pub(a: PubArgs) -> Result<()> {
         eprintln!("WROTE {i}");
         if interval_ms > 0.0 {
             tokio::time::sleep(Duration::from_secs_f64(interval_ms / 1000.0)).await;
+        }
+    }
+    // A reliable writer stays until every matched reader acknowledged all
+    // samples (repairs take heartbeat round trips on a loaded machine).
+    if common.reliability == Rel::Reliable {
+        match writer
+            .wait_for_acknowledgments(Duration::from_secs(30))
+            .await
+        {
+            Ok(true) => eprintln!("ACKED"),
+            Ok(false) => eprintln!("NOT ACKED within 30 s"),
+            Err(e) => eprintln!("ACK WAIT FAILED: {e}"),
         }
     }
     tokio::time::sleep(Duration::from_secs_f64(linger)).await;
