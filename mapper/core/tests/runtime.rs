@@ -70,6 +70,20 @@ spec:
     }
 }
 
+async fn desire(
+    tx: &mpsc::Sender<BackendEvent>,
+    device: &mapper_core::model::DeviceId,
+    property: &str,
+    value: &str,
+) {
+    let ev = BackendEvent::Desired {
+        device: device.clone(),
+        property: property.into(),
+        value: value.into(),
+    };
+    tx.send(ev).await.expect("manager gone");
+}
+
 async fn next_report(rx: &mut mpsc::Receiver<Report>, pred: impl Fn(&Report) -> bool) -> Report {
     timeout(T, async {
         loop {
@@ -167,14 +181,7 @@ async fn twins_desired_values_and_liveness_over_loopback_dds() {
 
     // A desired speed reaches cmd_vel with the template's other fields.
     assert!(timeout(T, cmd.wait_for_writers(1, T)).await.unwrap());
-    ev_tx
-        .send(BackendEvent::Desired {
-            device: r.device.clone(),
-            property: "speed".into(),
-            value: "0.5".into(),
-        })
-        .await
-        .unwrap();
+    desire(&ev_tx, &r.device, "speed", "0.5").await;
     let s = timeout(T, cmd.recv()).await.unwrap().unwrap();
     let v = cdr::decode(&twist, &s.payload).unwrap();
     assert_eq!(
@@ -196,14 +203,7 @@ async fn twins_desired_values_and_liveness_over_loopback_dds() {
     );
 
     // Out of range: rejected and reported, never published.
-    ev_tx
-        .send(BackendEvent::Desired {
-            device: r.device.clone(),
-            property: "speed".into(),
-            value: "9".into(),
-        })
-        .await
-        .unwrap();
+    desire(&ev_tx, &r.device, "speed", "9").await;
     let r = next_report(&mut rep_rx, |r| !r.rejections.is_empty()).await;
     assert!(
         r.rejections[0].reason.contains("above the maximum 1.5"),
@@ -211,25 +211,11 @@ async fn twins_desired_values_and_liveness_over_loopback_dds() {
         r.rejections
     );
     // Writing to a read-only property is rejected too.
-    ev_tx
-        .send(BackendEvent::Desired {
-            device: r.device.clone(),
-            property: "battery".into(),
-            value: "50".into(),
-        })
-        .await
-        .unwrap();
+    desire(&ev_tx, &r.device, "battery", "50").await;
     let r = next_report(&mut rep_rx, |r| !r.rejections.is_empty()).await;
     assert_eq!(r.rejections[0].property, "battery");
     // The next valid value is the next thing on cmd_vel (the 9 never went out).
-    ev_tx
-        .send(BackendEvent::Desired {
-            device: r.device.clone(),
-            property: "speed".into(),
-            value: "1.25".into(),
-        })
-        .await
-        .unwrap();
+    desire(&ev_tx, &r.device, "speed", "1.25").await;
     let s = timeout(T, cmd.recv()).await.unwrap().unwrap();
     let v = cdr::decode(&twist, &s.payload).unwrap();
     assert_eq!(
