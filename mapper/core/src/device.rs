@@ -60,6 +60,12 @@ pub struct DeviceOutputs {
     pub metrics: Arc<Metrics>,
 }
 
+/// A running device's name and counters (looked up once, not per sample).
+struct Dev {
+    name: String,
+    counters: crate::metrics::DeviceCounters,
+}
+
 struct ReadGroup {
     layout: Arc<Layout>,
     /// (property index, plan) of the properties read from this topic.
@@ -119,6 +125,10 @@ async fn run_device(
     cancel: CancellationToken,
 ) {
     let device = plan.id.to_string();
+    let dev = Dev {
+        name: device.clone(),
+        counters: out.metrics.device(&device),
+    };
     let policies = plan
         .properties
         .iter()
@@ -208,7 +218,7 @@ async fn run_device(
     // Desired values already in the spec.
     for (i, p) in plan.properties.iter().enumerate() {
         if let Some(d) = p.desired.clone() {
-            apply_desired(&plan, i, &d, &mut write_sides, &mut reporter, &out, &device).await;
+            apply_desired(&plan, i, &d, &mut write_sides, &mut reporter, &dev).await;
         }
     }
 
@@ -231,12 +241,12 @@ async fn run_device(
                     cancel.cancelled().await;
                     break;
                 };
-                on_sample(&plan, &groups[g], &sample, &mut reporter, &out, &device);
+                on_sample(&plan, &groups[g], &sample, &mut reporter, &dev);
             }
             c = cmds.recv() => match c {
                 Some(DeviceCmd::Desired { property, value }) => {
                     match plan.properties.iter().position(|p| p.name == property) {
-                        Some(i) => apply_desired(&plan, i, &value, &mut write_sides, &mut reporter, &out, &device).await,
+                        Some(i) => apply_desired(&plan, i, &value, &mut write_sides, &mut reporter, &dev).await,
                         None => {
                             tracing::warn!(%device, %property, "desired value for a property this device does not have");
                             reporter.on_rejection(Rejection { property, value, reason: "no such property on this device".into() });
@@ -303,10 +313,7 @@ async fn run_device(
                 rejections: o.rejections,
                 report_to_cloud: true,
             };
-            out.metrics
-                .reports
-                .get_or_create(&crate::metrics::DeviceLabel::new(&device))
-                .inc();
+            dev.counters.reports.inc();
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 r = out.reports.send(report) => if r.is_err() { break },
@@ -346,15 +353,14 @@ fn on_sample(
     group: &ReadGroup,
     sample: &RawSample,
     reporter: &mut Reporter,
-    out: &DeviceOutputs,
-    device: &str,
+    dev: &Dev,
 ) {
-    let label = crate::metrics::DeviceLabel::new(device);
-    out.metrics.samples.get_or_create(&label).inc();
+    let device = dev.name.as_str();
+    dev.counters.samples.inc();
     let value = match cdr::decode(&group.layout, &sample.payload) {
         Ok(v) => v,
         Err(e) => {
-            out.metrics.decode_errors.get_or_create(&label).inc();
+            dev.counters.decode_errors.inc();
             tracing::warn!(%device, type_name = %group.layout.type_name, error = %e, "undecodable sample ignored");
             return;
         }
@@ -393,7 +399,7 @@ fn on_sample(
                 reporter.on_sample(i, twin, numeric, ts, now);
             }
             Err(e) => {
-                out.metrics.decode_errors.get_or_create(&label).inc();
+                dev.counters.decode_errors.inc();
                 tracing::warn!(%device, property = %p.name, error = %e, "value cannot become a twin");
             }
         }
@@ -406,14 +412,13 @@ async fn apply_desired(
     value: &str,
     writes: &mut HashMap<usize, WriteSide>,
     reporter: &mut Reporter,
-    out: &DeviceOutputs,
-    device: &str,
+    dev: &Dev,
 ) {
+    let device = dev.name.as_str();
     let p = &plan.properties[i];
-    let label = crate::metrics::DeviceLabel::new(device);
     let reject = |reporter: &mut Reporter, reason: String| {
         tracing::warn!(%device, property = %p.name, value, %reason, "desired value rejected, not sent");
-        out.metrics.desired_rejected.get_or_create(&label).inc();
+        dev.counters.desired_rejected.inc();
         reporter.on_rejection(Rejection {
             property: p.name.clone(),
             value: value.to_owned(),
@@ -454,7 +459,7 @@ async fn apply_desired(
     }
     side.last_applied = Some(value.to_owned());
     side.last_payload = Some(payload);
-    out.metrics.desired_applied.get_or_create(&label).inc();
+    dev.counters.desired_applied.inc();
     tracing::info!(%device, property = %p.name, value, topic = %w.topic.ros_name, "desired value published");
     reporter.on_desired_applied(i, value.to_owned());
     if p.read.is_none() {

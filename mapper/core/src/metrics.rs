@@ -37,7 +37,29 @@ pub struct Metrics {
     pub push_dropped: Counter,
 }
 
+/// The per-device counters, looked up once when a device starts (not per sample).
+#[derive(Debug, Clone, Default)]
+pub struct DeviceCounters {
+    pub samples: Counter,
+    pub decode_errors: Counter,
+    pub reports: Counter,
+    pub desired_applied: Counter,
+    pub desired_rejected: Counter,
+}
+
 impl Metrics {
+    /// The counters of one device.
+    pub fn device(&self, device: &str) -> DeviceCounters {
+        let l = DeviceLabel::new(device);
+        DeviceCounters {
+            samples: self.samples.get_or_create(&l).clone(),
+            decode_errors: self.decode_errors.get_or_create(&l).clone(),
+            reports: self.reports.get_or_create(&l).clone(),
+            desired_applied: self.desired_applied.get_or_create(&l).clone(),
+            desired_rejected: self.desired_rejected.get_or_create(&l).clone(),
+        }
+    }
+
     pub fn register(&self, r: &mut Registry) {
         r.register(
             "mapper_samples",
