@@ -249,9 +249,17 @@ impl Shared {
     /// Report a writer or reader of ours being dropped.
     pub(crate) fn local_endpoint_dropped(&self, kind: EndpointKind, guid: &[u8; 16]) {
         let mut st = self.lock();
-        let st = &mut *st;
-        if kind == EndpointKind::Writer {
-            st.matches.remove(guid);
+        if self.endpoint_gone(&mut st, kind, guid) {
+            self.matches_changed.send_modify(|g| *g += 1);
+        }
+    }
+
+    /// Forgets an endpoint (ours or remote): its matches either way, its
+    /// table entry, and emits the Gone event. Returns whether matches changed.
+    fn endpoint_gone(&self, st: &mut State, kind: EndpointKind, guid: &[u8; 16]) -> bool {
+        let mut matches_changed = st.matches.remove(guid).is_some_and(|s| !s.is_empty());
+        for set in st.matches.values_mut() {
+            matches_changed |= set.remove(guid);
         }
         let removed = match kind {
             EndpointKind::Writer => st.writers.remove(guid),
@@ -270,6 +278,7 @@ impl Shared {
             };
             self.emit(st, ev);
         }
+        matches_changed
     }
 
     /// Apply one rustdds status event.
@@ -293,40 +302,19 @@ impl Shared {
                 let mut prefix = [0u8; 12];
                 prefix.copy_from_slice(id.as_ref());
                 tracing::debug!(domain_id = self.domain_id, ?reason, "DDS participant lost");
-                let writers: Vec<[u8; 16]> = st
-                    .writers
-                    .keys()
-                    .filter(|g| guid_prefix_of(g) == prefix)
-                    .copied()
-                    .collect();
-                for g in writers {
-                    if let Some(ep) = st.writers.remove(&g) {
-                        self.emit(
-                            st,
-                            DiscoveryEvent::WriterGone {
-                                guid: g,
-                                topic: ep.topic,
-                            },
-                        );
-                    }
+                let of_prefix = |m: &HashMap<[u8; 16], Endpoint>| -> Vec<[u8; 16]> {
+                    m.keys()
+                        .filter(|g| guid_prefix_of(g) == prefix)
+                        .copied()
+                        .collect()
+                };
+                for g in of_prefix(&st.writers) {
+                    matches_changed |= self.endpoint_gone(st, EndpointKind::Writer, &g);
                 }
-                let readers: Vec<[u8; 16]> = st
-                    .readers
-                    .keys()
-                    .filter(|g| guid_prefix_of(g) == prefix)
-                    .copied()
-                    .collect();
-                for g in readers {
-                    if let Some(ep) = st.readers.remove(&g) {
-                        self.emit(
-                            st,
-                            DiscoveryEvent::ReaderGone {
-                                guid: g,
-                                topic: ep.topic,
-                            },
-                        );
-                    }
+                for g in of_prefix(&st.readers) {
+                    matches_changed |= self.endpoint_gone(st, EndpointKind::Reader, &g);
                 }
+                // Matches of endpoints we never saw announced.
                 for set in st.matches.values_mut() {
                     let before = set.len();
                     set.retain(|r| guid_prefix_of(r) != prefix);
@@ -365,34 +353,10 @@ impl Shared {
                 }
             }
             DomainParticipantStatusEvent::WriterLost { guid, .. } => {
-                let g = guid_bytes(guid);
-                for set in st.matches.values_mut() {
-                    matches_changed |= set.remove(&g);
-                }
-                if let Some(ep) = st.writers.remove(&g) {
-                    self.emit(
-                        st,
-                        DiscoveryEvent::WriterGone {
-                            guid: g,
-                            topic: ep.topic,
-                        },
-                    );
-                }
+                matches_changed = self.endpoint_gone(st, EndpointKind::Writer, &guid_bytes(guid));
             }
             DomainParticipantStatusEvent::ReaderLost { guid, .. } => {
-                let g = guid_bytes(guid);
-                for set in st.matches.values_mut() {
-                    matches_changed |= set.remove(&g);
-                }
-                if let Some(ep) = st.readers.remove(&g) {
-                    self.emit(
-                        st,
-                        DiscoveryEvent::ReaderGone {
-                            guid: g,
-                            topic: ep.topic,
-                        },
-                    );
-                }
+                matches_changed = self.endpoint_gone(st, EndpointKind::Reader, &guid_bytes(guid));
             }
             DomainParticipantStatusEvent::RemoteReaderMatched {
                 local_writer,
