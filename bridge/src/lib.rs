@@ -7,9 +7,30 @@
 //! - [`session`]: one link session on top of [`link`]: the handshake as pure state machines and
 //!   the async driver (handshake timeout, heartbeats, liveness, shutdown, frames to and from the
 //!   caller over bounded channels); no DDS, no TLS.
-//!
-//! The binary's edge and hub modes (TCP/TLS, DDS, routes, reconnects) come on top of these.
+//! - [`config`]: the edge and hub configuration files, validated up front.
+//! - [`filter`]: allow/deny rules over ROS names (exact names or regexes).
+//! - [`transport`]: TCP and TLS (rustls) connections, DNS resolution on every attempt, back-off.
+//! - [`service`]: ROS 2 service relay: request identity mapping and timeouts (pure).
+//! - [`metrics`], [`http`]: Prometheus metrics, `/healthz`, `/readyz`, `/status`.
+//! - [`relay`]: one link's routes both ways across sessions ([`relay::LinkActor`]): outboxes,
+//!   latched caches, inboxes, the send scheduler, acks and resume.
+//! - [`reader`]: DDS readers feeding links (loop rule: never relay a bridge's own samples).
+//! - [`routing`]: route settings from config and the publisher's QoS.
+//! - [`edge`], [`hub`]: the two modes (discovery-driven routes, connectors, the acceptor);
+//!   [`app`]: the binary's runtime (config, HTTP, signals, drain).
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod config;
+pub mod edge;
+pub mod filter;
+pub mod http;
+pub mod hub;
 pub mod link;
+pub mod metrics;
+pub mod reader;
+pub mod relay;
+pub mod routing;
+pub mod service;
 pub mod session;
+pub mod transport;

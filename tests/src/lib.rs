@@ -11,6 +11,7 @@
 //! - [`dmi_edgecore`]: an edgecore stand-in for DMI gRPC (`DeviceManagerService`).
 //! - [`robot`]: the mapper end to end: a Cyclone DDS robot, the mapper binary, the robot's Device.
 //! - [`fake_kube`]: an in-process Kubernetes API server (REST + watch) for the K3s mode.
+//! - [`fleet`]: cloud + robot namespaces joined by veth pairs, for the bridge's multi-host tests.
 //!
 //! Prerequisites: a test that lacks one is skipped with a message saying what
 //! it needs, except under CI (`CI=true`), where a missing prerequisite fails.
@@ -18,6 +19,7 @@
 pub mod dmi_edgecore;
 pub mod edgecore;
 pub mod fake_kube;
+pub mod fleet;
 pub mod mosquitto;
 pub mod netns;
 pub mod prereq;

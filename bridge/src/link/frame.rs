@@ -200,6 +200,22 @@ pub struct Hello {
     /// Optional features the edge supports (e.g. `"zstd"`).
     #[serde(default)]
     pub features: Vec<String>,
+    /// Which of the hub's routes the edge wants (its `down` rules and the services it may
+    /// call); the hub also applies its own policy. Absent: nothing goes down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribe: Option<Subscribe>,
+}
+
+/// The edge's wishes for hub -> edge routes, as patterns (exact ROS names, or `re:` + a
+/// regex matching the whole name). Names are the robot's own (without its namespace).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscribe {
+    /// Topics to receive.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Topics never to receive (wins over `allow`).
+    #[serde(default)]
+    pub deny: Vec<String>,
 }
 
 /// WELCOME: the hub accepts the session.
@@ -294,6 +310,39 @@ pub struct Announce {
     pub compression: Compression,
     /// The sender's stream incarnation: a new value means sequences restarted at 1.
     pub stream: u64,
+    /// What the route carries (a topic, or one half of a relayed service).
+    #[serde(default, skip_serializing_if = "RouteKind::is_topic")]
+    pub kind: RouteKind,
+    /// For a route per publisher (transient-local topics): the publisher's DDS GUID (hex).
+    /// The far side keeps one writer per source, so late joiners get every publisher's
+    /// latched samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// For [`RouteKind::ServiceReply`]: the service's request DDS type name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_type: Option<String>,
+}
+
+/// What a route carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteKind {
+    /// A ROS topic (`rt/...`).
+    #[default]
+    Topic,
+    /// Replies of a service whose server is on the announcing side. The receiver serves the
+    /// service on its side (reads requests, writes these replies) and announces the matching
+    /// [`RouteKind::ServiceRequest`] route back.
+    ServiceReply,
+    /// Requests for a service whose server is on the receiving side.
+    ServiceRequest,
+}
+
+impl RouteKind {
+    /// Is it [`RouteKind::Topic`]?
+    pub fn is_topic(&self) -> bool {
+        *self == Self::Topic
+    }
 }
 
 /// WITHDRAW: a route ends.
@@ -636,6 +685,7 @@ pub(crate) mod tests {
             token: Token::new("s3cr3t-token"),
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             features: vec!["zstd".into()],
+            subscribe: None,
         }
     }
 
@@ -654,6 +704,9 @@ pub(crate) mod tests {
             store_forward: true,
             compression: Compression::Zstd,
             stream: 42,
+            kind: RouteKind::Topic,
+            source: None,
+            request_type: None,
         }
     }
 

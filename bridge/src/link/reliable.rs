@@ -61,6 +61,8 @@ pub struct Outgoing {
     pub seq: u64,
     /// Its payload (as given to [`Outbox::push`], e.g. already compressed).
     pub payload: Bytes,
+    /// Its DATA flags (e.g. [`FLAG_COMPRESSED`](super::frame::FLAG_COMPRESSED)).
+    pub flags: u8,
 }
 
 /// The sender's side of a reliable route: assigns sequences, keeps what is not acknowledged.
@@ -147,6 +149,11 @@ impl Outbox {
     /// Assigns the next sequence to `payload` and keeps it until acknowledged, dropping the
     /// oldest messages (counted) if the limits require. Returns the sequence.
     pub fn push(&mut self, payload: Bytes) -> u64 {
+        self.push_with_flags(payload, 0)
+    }
+
+    /// [`push`](Self::push) with the DATA flags the message is sent with.
+    pub fn push_with_flags(&mut self, payload: Bytes, flags: u8) -> u64 {
         self.assigned += 1;
         while !self.unacked.is_empty()
             && (self.unacked.len() >= self.limits.max_messages.max(1)
@@ -158,6 +165,7 @@ impl Outbox {
         self.unacked.push_back(Outgoing {
             seq: self.assigned,
             payload,
+            flags,
         });
         self.assigned
     }
@@ -167,6 +175,30 @@ impl Outbox {
         let m = self.unacked.get(self.cursor)?.clone();
         self.cursor += 1;
         Some(m)
+    }
+
+    /// The next message never handed out in this session, without handing it out (see
+    /// [`advance`](Self::advance)): for a sender that may not have room to send it now.
+    pub fn peek_unsent(&self) -> Option<&Outgoing> {
+        self.unacked.get(self.cursor)
+    }
+
+    /// Marks the message [`peek_unsent`](Self::peek_unsent) returned as handed out.
+    pub fn advance(&mut self) {
+        if self.cursor < self.unacked.len() {
+            self.cursor += 1;
+        }
+    }
+
+    /// Marks every unacknowledged message as not yet sent (after a reconnect, once the resume
+    /// point was applied with [`ack`](Self::ack)).
+    pub fn rewind(&mut self) {
+        self.cursor = 0;
+    }
+
+    /// Messages held and not yet handed out in this session.
+    pub fn unsent(&self) -> usize {
+        self.unacked.len() - self.cursor
     }
 
     /// Releases everything up to `cumulative`. A stale ACK (at or below the last) is ignored;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use ros2::names::Namespace;
 
 use crate::link::frame::{
-    Frame, FrameError, FrameLimits, Hello, Reason, ReasonCode, Token, Welcome,
+    Frame, FrameError, FrameLimits, Hello, Reason, ReasonCode, Subscribe, Token, Welcome,
     DEFAULT_MAX_FRAME_SIZE, MAGIC, MIN_FRAME_SIZE, PROTOCOL_VERSION,
 };
 
@@ -201,6 +201,8 @@ pub struct SessionParams {
     pub limits: FrameLimits,
     /// Features enabled for the session.
     pub features: Vec<String>,
+    /// What the edge asked to receive (hub side; `None` on the edge).
+    pub subscribe: Option<Subscribe>,
 }
 
 /// The edge's side of the handshake.
@@ -214,6 +216,8 @@ pub struct EdgeHandshakeConfig {
     pub max_frame_size: u32,
     /// Features offered.
     pub features: Vec<String>,
+    /// The hub -> edge routes asked for (HELLO `subscribe`).
+    pub subscribe: Option<Subscribe>,
 }
 
 impl EdgeHandshakeConfig {
@@ -224,6 +228,7 @@ impl EdgeHandshakeConfig {
             token,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             features: Vec::new(),
+            subscribe: None,
         }
     }
 }
@@ -243,6 +248,7 @@ impl EdgeHandshake {
             token: cfg.token.clone(),
             max_frame_size,
             features: cfg.features.clone(),
+            subscribe: cfg.subscribe.clone(),
         });
         let state = EdgeAwaitingWelcome {
             robot: cfg.robot.clone(),
@@ -302,6 +308,7 @@ impl EdgeAwaitingWelcome {
             heartbeat: Duration::from_millis(u64::from(welcome.heartbeat_ms)),
             limits: FrameLimits::negotiated(self.max_frame_size, welcome.max_frame_size),
             features: welcome.features,
+            subscribe: None,
         })
     }
 }
@@ -398,6 +405,7 @@ impl<'a> HubHandshake<'a> {
             heartbeat: Duration::from_millis(u64::from(heartbeat_ms)),
             limits: FrameLimits::negotiated(ours, hello.max_frame_size),
             features,
+            subscribe: hello.subscribe,
         };
         Ok((Frame::Welcome(welcome), params))
     }
