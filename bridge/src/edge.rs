@@ -25,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{EdgeConfig, UpstreamConfig};
 use crate::filter::{Decision, Filter};
-use crate::link::frame::{Announce, RouteKind, Subscribe, Token};
+use crate::link::frame::{Announce, RouteKind, Subscribe};
 use crate::metrics::{DropReason, Metrics};
-use crate::reader::{PeerBridges, SampleHook, Target, TopicReader};
+use crate::reader::{announce_presence, PeerBridges, SampleHook, Target, TopicReader};
 use crate::relay::{
     LinkActor, LinkCommand, LinkContext, LinkHandle, LinkLimits, LinkSnapshot, OutRouteSpec,
     SessionAttach, Side, Sink, SinkFactory,
@@ -191,6 +191,7 @@ pub async fn start(
         .map_err(|e| EdgeError::Config(format!("DDS start: {e}")))??;
     let bridges = PeerBridges::default();
     bridges.insert(participant.guid_prefix());
+    let presence = announce_presence(&participant)?;
     let services: Services = Arc::default();
     let mut tasks = Vec::new();
     let mut links = Vec::new();
@@ -232,6 +233,7 @@ pub async fn start(
             metrics.clone(),
             LinkLimits::default(),
         );
+        let actor = actor.with_drain(Duration::from_millis(cfg.drain_timeout_ms));
         let handle = actor.handle();
         tasks.push(tokio::spawn(actor.run(rx, shutdown.clone(), None)));
         snapshots.push((up.name.clone(), snap));
@@ -263,6 +265,7 @@ pub async fn start(
     }
     let events = participant.discovery_events();
     let disc = Discovery {
+        _presence: presence,
         participant: participant.clone(),
         bridges,
         links,
@@ -415,6 +418,7 @@ pub(crate) fn session_error_code(e: &SessionError) -> &'static str {
 }
 
 struct Discovery {
+    _presence: RawWriter,
     participant: Participant,
     bridges: PeerBridges,
     links: Vec<EdgeLink>,
@@ -464,7 +468,7 @@ impl Discovery {
     async fn on_event(&mut self, ev: DiscoveryEvent) {
         match ev {
             DiscoveryEvent::WriterAppeared(ep) if !ep.local => {
-                if self.bridges.is_bridge(&ep.guid) {
+                if self.bridges.observe(&ep.topic, &ep.guid) || self.bridges.is_bridge(&ep.guid) {
                     return;
                 }
                 let Ok(DdsTopic::Topic(name)) = DdsTopic::parse(&ep.topic) else {
@@ -708,9 +712,4 @@ pub(crate) fn response_type(request: &str) -> Option<String> {
     request
         .strip_suffix("_Request_")
         .map(|base| format!("{base}_Response_"))
-}
-
-/// Token read for the handshake (kept out of logs).
-pub(crate) fn _assert_token_debug(t: &Token) -> String {
-    format!("{t:?}")
 }

@@ -274,3 +274,266 @@ setInterval(refresh, 2000);
 </body>
 </html>
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::{bail, Context as _};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpStream;
+    use tokio::task::JoinHandle;
+
+    /// A response as read off the wire.
+    #[derive(Debug)]
+    struct Reply {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    }
+
+    impl Reply {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    /// A minimal HTTP/1.1 GET with `Connection: close`: reads until the server closes.
+    async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<Reply> {
+        let mut s = TcpStream::connect(addr).await?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await?;
+        let raw = String::from_utf8(raw)?;
+        let (head, body) = raw.split_once("\r\n\r\n").context("no end of headers")?;
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().context("no status line")?;
+        let mut parts = status_line.splitn(3, ' ');
+        if parts.next() != Some("HTTP/1.1") {
+            bail!("bad status line {status_line:?}");
+        }
+        let status = parts.next().context("no status code")?.parse()?;
+        let headers: Vec<(String, String)> = lines
+            .map(|l| {
+                let (k, v) = l.split_once(':').context("bad header")?;
+                Ok((k.trim().to_owned(), v.trim().to_owned()))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let mut reply = Reply {
+            status,
+            headers,
+            body: String::new(),
+        };
+        reply.body = if reply
+            .header("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        {
+            dechunk(body)?
+        } else {
+            let len: usize = reply
+                .header("content-length")
+                .context("no content-length")?
+                .parse()?;
+            if body.len() != len {
+                bail!("body is {} bytes, content-length {len}", body.len());
+            }
+            body.to_owned()
+        };
+        Ok(reply)
+    }
+
+    fn dechunk(mut rest: &str) -> anyhow::Result<String> {
+        let mut out = String::new();
+        loop {
+            let (size, after) = rest.split_once("\r\n").context("chunk size")?;
+            let size = usize::from_str_radix(size.trim(), 16)?;
+            if size == 0 {
+                return Ok(out);
+            }
+            out.push_str(after.get(..size).context("short chunk")?);
+            rest = after
+                .get(size..)
+                .and_then(|r| r.strip_prefix("\r\n"))
+                .context("chunk end")?;
+        }
+    }
+
+    struct Server {
+        addr: SocketAddr,
+        metrics: Arc<Metrics>,
+        status: watch::Sender<Status>,
+        shutdown: CancellationToken,
+        task: JoinHandle<std::io::Result<()>>,
+    }
+
+    async fn start() -> anyhow::Result<Server> {
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let addr = listener.local_addr()?;
+        let metrics = Metrics::new("edge");
+        let (status, rx) = watch::channel(Status {
+            mode: "edge".into(),
+            robot: Some("robot1".into()),
+            ..Status::default()
+        });
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, metrics.clone(), rx, shutdown.clone()));
+        Ok(Server {
+            addr,
+            metrics,
+            status,
+            shutdown,
+            task,
+        })
+    }
+
+    impl Server {
+        async fn stop(self) -> anyhow::Result<()> {
+            self.shutdown.cancel();
+            // The timeout only turns a hang into a failure.
+            tokio::time::timeout(std::time::Duration::from_secs(10), self.task)
+                .await
+                .context("serve did not stop")???;
+            Ok(())
+        }
+    }
+
+    fn odom_route() -> RouteStatus {
+        RouteStatus {
+            link: "cloud".into(),
+            route: "ROS:/odom -> hub:/robot1/odom".into(),
+            direction: Direction::Out,
+            type_name: "nav_msgs/msg/Odometry".into(),
+            reliable: false,
+            store_forward: true,
+            priority: 3,
+            messages: 42,
+            bytes: 4200,
+            dropped: 1,
+            queue_depth: 2,
+        }
+    }
+
+    #[tokio::test]
+    async fn healthz_and_unknown_path() -> anyhow::Result<()> {
+        let s = start().await?;
+        let r = get(s.addr, "/healthz").await?;
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+        assert_eq!(get(s.addr, "/nope").await?.status, 404);
+        s.stop().await
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_the_watch() -> anyhow::Result<()> {
+        let s = start().await?;
+        let r = get(s.addr, "/readyz").await?;
+        assert_eq!((r.status, r.body.as_str()), (503, "not ready"));
+        s.status.send_modify(|st| st.ready = true);
+        let r = get(s.addr, "/readyz").await?;
+        assert_eq!((r.status, r.body.as_str()), (200, "ready"));
+        s.status.send_modify(|st| st.ready = false);
+        assert_eq!(get(s.addr, "/readyz").await?.status, 503);
+        s.stop().await
+    }
+
+    #[tokio::test]
+    async fn status_is_json() -> anyhow::Result<()> {
+        let s = start().await?;
+        s.status.send_modify(|st| {
+            st.ready = true;
+            st.links.push(LinkStatus {
+                name: "cloud".into(),
+                peer: Some("203.0.113.7:7447".into()),
+                namespace: None,
+                state: LinkState::Backoff,
+                session: None,
+                since_ms: 1_700_000_000_000,
+                reconnects: 4,
+                last_error: Some("connection refused".into()),
+            });
+            st.routes.push(odom_route());
+        });
+        let r = get(s.addr, "/status").await?;
+        assert_eq!(r.status, 200);
+        assert!(r
+            .header("content-type")
+            .is_some_and(|v| v.starts_with("application/json")));
+        let v: serde_json::Value = serde_json::from_str(&r.body)?;
+        assert_eq!(v["mode"], "edge");
+        assert_eq!(v["robot"], "robot1");
+        assert_eq!(v["ready"], true);
+        assert_eq!(v["links"][0]["state"], "backoff");
+        assert_eq!(v["links"][0]["reconnects"], 4);
+        assert_eq!(v["links"][0]["namespace"], serde_json::Value::Null);
+        let route = &v["routes"][0];
+        assert_eq!(route["route"], "ROS:/odom -> hub:/robot1/odom");
+        assert_eq!(route["direction"], "out");
+        assert_eq!(route["type_name"], "nav_msgs/msg/Odometry");
+        assert_eq!(route["store_forward"], true);
+        assert_eq!(route["priority"], 3);
+        assert_eq!(route["messages"], 42);
+        assert_eq!(route["queue_depth"], 2);
+        s.stop().await
+    }
+
+    #[tokio::test]
+    async fn metrics_are_openmetrics_text() -> anyhow::Result<()> {
+        let s = start().await?;
+        let route = s.metrics.route("cloud", "/odom", Direction::Out);
+        for _ in 0..3 {
+            route.message(100);
+        }
+        route.dropped(crate::metrics::DropReason::OutboxFull, 2);
+        s.metrics.link("cloud").connected(true);
+        let r = get(s.addr, "/metrics").await?;
+        assert_eq!(r.status, 200);
+        assert!(r
+            .header("content-type")
+            .is_some_and(|v| v.starts_with("application/openmetrics-text")));
+        let lines: Vec<&str> = r.body.lines().collect();
+        for want in [
+            r#"bridge_route_messages_total{link="cloud",route="/odom",direction="out"} 3"#,
+            r#"bridge_route_bytes_total{link="cloud",route="/odom",direction="out"} 300"#,
+            r#"bridge_route_dropped_total{link="cloud",route="/odom",direction="out",reason="outbox_full"} 2"#,
+            r#"bridge_link_up{link="cloud"} 1"#,
+            "bridge_links 1",
+        ] {
+            assert!(lines.contains(&want), "missing {want:?} in\n{}", r.body);
+        }
+        assert_eq!(lines.last(), Some(&"# EOF"));
+        s.stop().await
+    }
+
+    #[tokio::test]
+    async fn index_is_self_contained_html() -> anyhow::Result<()> {
+        let s = start().await?;
+        let r = get(s.addr, "/").await?;
+        assert_eq!(r.status, 200);
+        assert!(r
+            .header("content-type")
+            .is_some_and(|v| v.starts_with("text/html")));
+        assert!(r.body.starts_with("<!doctype html>"));
+        assert!(r.body.contains("fetch(\"status\""));
+        assert!(r.body.contains("setInterval(refresh, 2000)"));
+        // No external assets and no HTML injection of status values.
+        assert!(!r.body.contains("http://") && !r.body.contains("https://"));
+        assert!(!r.body.contains(" src="));
+        assert!(!r.body.contains("innerHTML"));
+        s.stop().await
+    }
+
+    #[tokio::test]
+    async fn stops_on_shutdown() -> anyhow::Result<()> {
+        let s = start().await?;
+        let addr = s.addr;
+        assert_eq!(get(addr, "/healthz").await?.status, 200);
+        s.stop().await?;
+        // The listener is gone with the server.
+        assert!(TcpStream::connect(addr).await.is_err());
+        Ok(())
+    }
+}

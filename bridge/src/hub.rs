@@ -33,7 +33,7 @@ use crate::link::frame::{Announce, RouteKind, Subscribe};
 use crate::link::scheduler::SchedulerLimits;
 use crate::link::chunk::ReassemblyLimits;
 use crate::metrics::Metrics;
-use crate::reader::{PeerBridges, Target, TopicReader};
+use crate::reader::{announce_presence, PeerBridges, Target, TopicReader};
 use crate::relay::{
     LinkActor, LinkCommand, LinkContext, LinkHandle, LinkLimits, LinkSnapshot, OutRouteSpec,
     SessionAttach, Side, Sink, SinkFactory,
@@ -257,6 +257,7 @@ pub async fn start(
         .map_err(|e| HubError::Config(format!("DDS start: {e}")))??;
     let bridges = PeerBridges::default();
     bridges.insert(participant.guid_prefix());
+    let presence = announce_presence(&participant)?;
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| HubError::Config(format!("listen: cannot bind {}: {e}", cfg.listen)))?;
@@ -306,6 +307,7 @@ pub async fn start(
         Duration::from_millis(cfg.limits.handshake_timeout_ms),
     )));
     let disc = HubDiscovery {
+        _presence: presence,
         participant: participant.clone(),
         bridges,
         shared: cfg.shared.clone(),
@@ -457,6 +459,7 @@ struct RobotEntry {
 }
 
 struct HubDiscovery {
+    _presence: ros2::dds::RawWriter,
     participant: Participant,
     bridges: PeerBridges,
     shared: Vec<Pattern>,
@@ -478,7 +481,11 @@ impl HubDiscovery {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 ev = events.recv() => match ev {
-                    Some(DiscoveryEvent::WriterAppeared(ep)) if !ep.local && !self.bridges.is_bridge(&ep.guid) => {
+                    Some(DiscoveryEvent::WriterAppeared(ep))
+                        if !ep.local
+                            && !self.bridges.observe(&ep.topic, &ep.guid)
+                            && !self.bridges.is_bridge(&ep.guid) =>
+                    {
                         let topic = ep.topic.clone();
                         self.writers.entry(topic.clone()).or_default().insert(ep.guid, ep);
                         let robots: Vec<String> = self.robots.keys().cloned().collect();

@@ -32,7 +32,37 @@ pub struct Target {
 #[derive(Debug, Clone, Default)]
 pub struct PeerBridges(Arc<RwLock<HashSet<[u8; 12]>>>);
 
+/// The DDS topic every bridge participant publishes one latched sample on, so other bridges in
+/// the same domain recognise its writers (outside `rt/`, so ROS tools do not list it).
+pub const PRESENCE_TOPIC: &str = "kubeedge_ros2/bridge_presence";
+/// Its type name.
+pub const PRESENCE_TYPE: &str = "kubeedge_ros2::msg::dds_::BridgePresence_";
+
+/// Announces this participant as a bridge: keep the writer alive as long as the participant.
+pub fn announce_presence(p: &Participant) -> Result<ros2::dds::RawWriter, ros2::dds::DdsError> {
+    let w = p.writer(PRESENCE_TOPIC, PRESENCE_TYPE, &Qos::latched())?;
+    // CDR LE header + a u32 protocol version.
+    w.write(Bytes::from_static(&[0, 1, 0, 0, 1, 0, 0, 0]))?;
+    Ok(w)
+}
+
 impl PeerBridges {
+    /// Notes a discovered writer: one on [`PRESENCE_TOPIC`] marks its participant as a bridge
+    /// (logged once). Returns whether it was such a writer.
+    pub fn observe(&self, topic: &str, guid: &[u8; 16]) -> bool {
+        if topic != PRESENCE_TOPIC {
+            return false;
+        }
+        let mut prefix = [0u8; 12];
+        prefix.copy_from_slice(&guid[..12]);
+        let new = self.0.write().map(|mut s| s.insert(prefix)).unwrap_or(false);
+        if new {
+            tracing::info!(participant = %crate::relay::hex(&prefix),
+                "another bridge in this DDS domain: its samples will not be relayed again");
+        }
+        true
+    }
+
     /// Marks a participant as a bridge.
     pub fn insert(&self, prefix: [u8; 12]) {
         if let Ok(mut s) = self.0.write() {

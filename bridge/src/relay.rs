@@ -312,6 +312,7 @@ struct Session {
 
 /// One link's relay state and loop (see the module docs).
 pub struct LinkActor {
+    drain: Duration,
     name: Arc<str>,
     side: Side,
     handle: LinkHandle,
@@ -406,6 +407,7 @@ impl LinkActor {
         let scheduler = Scheduler::new(limits.scheduler);
         (
             Self {
+                drain: Duration::ZERO,
                 name,
                 side,
                 handle,
@@ -455,7 +457,12 @@ impl LinkActor {
         let mut out_tx: Option<mpsc::Sender<Frame>> = None;
         let mut next_status = Instant::now();
         let mut idle_since = Some(Instant::now());
+        let mut drain_until: Option<Instant> = None;
         loop {
+            if drain_until.is_some() && (self.session.is_none() || !self.has_unacked()) {
+                tracing::info!(link = %self.name, "drained");
+                break;
+            }
             let timer = self.next_timer(next_status);
             let linger_at = match (linger, idle_since) {
                 (Some(l), Some(t)) => Some(t + l),
@@ -465,8 +472,20 @@ impl LinkActor {
             let send_tx = if want_send { out_tx.clone() } else { None };
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break,
-                cmd = rx.commands.recv() => match cmd {
+                _ = shutdown.cancelled(), if drain_until.is_none() => {
+                    if self.session.is_some() && self.has_unacked() && !self.drain.is_zero() {
+                        tracing::info!(link = %self.name, timeout_ms = self.drain.as_millis() as u64,
+                            "draining: sending what is still unacknowledged");
+                        drain_until = Some(Instant::now() + self.drain);
+                    } else {
+                        break;
+                    }
+                }
+                _ = sleep_until(drain_until.unwrap_or_else(far_future)), if drain_until.is_some() => {
+                    tracing::warn!(link = %self.name, "drain timed out with messages unacknowledged");
+                    break;
+                }
+                cmd = rx.commands.recv(), if drain_until.is_none() => match cmd {
                     Some(LinkCommand::Attach(a)) => {
                         if let Some(old) = out_tx.take() {
                             let reason = Reason {
@@ -528,7 +547,7 @@ impl LinkActor {
                         out_tx = None;
                     }
                 },
-                s = rx.samples.recv() => if let Some(s) = s { self.on_sample(s) },
+                s = rx.samples.recv(), if drain_until.is_none() => if let Some(s) = s { self.on_sample(s) },
                 _ = sleep_until(timer) => {
                     let now = Instant::now();
                     if now >= next_status {
@@ -550,6 +569,19 @@ impl LinkActor {
             }));
         }
         self.publish_snapshot();
+    }
+
+    /// Sets how long a shutdown waits for unacknowledged reliable messages (default 0: no
+    /// wait).
+    pub fn with_drain(mut self, drain: Duration) -> Self {
+        self.drain = drain;
+        self
+    }
+
+    fn has_unacked(&self) -> bool {
+        self.out
+            .values()
+            .any(|r| r.outbox.as_ref().is_some_and(|o| !o.is_empty()))
     }
 
     fn next_timer(&self, next_status: Instant) -> Instant {
@@ -1087,7 +1119,7 @@ impl LinkActor {
         let Some(entry) = self.sinks.get(&key) else {
             return Ok(());
         };
-        let inbox = self.inboxes.entry(key.clone()).or_insert_with(Inbox::new);
+        let inbox = self.inboxes.entry(key.clone()).or_default();
         let resume = inbox.on_announce(a.stream);
         let route = InRoute {
             key,

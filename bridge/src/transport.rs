@@ -671,7 +671,7 @@ pub async fn connect(
         Some(t) => Some(server_name_of(t.server_name().unwrap_or(&host))?),
         None => None,
     };
-    let deadline = Instant::now() + timeout;
+    let deadline = deadline_after(timeout);
     let timed_out = || TransportError::Timeout {
         address: address.to_owned(),
         after: timeout,
@@ -694,49 +694,9 @@ pub async fn connect(
             address: address.to_owned(),
         });
     }
-    if !is_ip_literal(&host) {
-        debug!(%address, resolved = ?addrs, "resolved");
-    }
+    debug!(%address, resolved = ?addrs, ip_literal = is_ip_literal(&host), "resolved");
 
-    let mut tried = Vec::with_capacity(addrs.len());
-    // Whether any address answered (refused, unreachable...) rather than timing out.
-    let mut any_answered = false;
-    let mut tcp = None;
-    for (i, addr) in addrs.iter().copied().enumerate() {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            tried.push((addr, "not tried: out of time".to_owned()));
-            continue;
-        }
-        let left = u32::try_from(addrs.len() - i).unwrap_or(u32::MAX);
-        let budget = remaining / left;
-        debug!(%address, %addr, ?budget, "connecting");
-        match tokio::time::timeout(budget, connect_tcp(addr)).await {
-            Ok(Ok(stream)) => {
-                tcp = Some(stream);
-                break;
-            }
-            Ok(Err(e)) => {
-                debug!(%address, %addr, error = %e, "connect failed");
-                any_answered = true;
-                tried.push((addr, e.to_string()));
-            }
-            Err(_) => {
-                debug!(%address, %addr, ?budget, "connect timed out");
-                tried.push((addr, format!("timed out after {budget:?}")));
-            }
-        }
-    }
-    let Some(tcp) = tcp else {
-        return Err(if any_answered {
-            TransportError::Connect {
-                address: address.to_owned(),
-                tried,
-            }
-        } else {
-            timed_out()
-        });
-    };
+    let tcp = connect_any(address, &addrs, deadline, timeout).await?;
 
     let (Some(tls), Some(server_name)) = (tls, server_name) else {
         return Ok(LinkStream::Plain(tcp));
@@ -756,6 +716,60 @@ pub async fn connect(
         }
         Err(_) => Err(timed_out()),
     }
+}
+
+/// Tries `addrs` in turn until one connects, before `deadline`; each address gets an equal share
+/// of the time left. `Timeout` (naming `timeout`) when no address answered at all, `Connect`
+/// with every reason otherwise.
+async fn connect_any(
+    address: &str,
+    addrs: &[SocketAddr],
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<TcpStream, TransportError> {
+    let mut tried = Vec::with_capacity(addrs.len());
+    // Whether any address answered (refused, unreachable...) rather than timing out.
+    let mut any_answered = false;
+    for (i, addr) in addrs.iter().copied().enumerate() {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            tried.push((addr, "not tried: out of time".to_owned()));
+            continue;
+        }
+        let left = u32::try_from(addrs.len() - i).unwrap_or(u32::MAX);
+        let budget = remaining / left;
+        debug!(%address, %addr, ?budget, "connecting");
+        match tokio::time::timeout(budget, connect_tcp(addr)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => {
+                debug!(%address, %addr, error = %e, "connect failed");
+                any_answered = true;
+                tried.push((addr, e.to_string()));
+            }
+            Err(_) => {
+                debug!(%address, %addr, ?budget, "connect timed out");
+                tried.push((addr, format!("timed out after {budget:?}")));
+            }
+        }
+    }
+    Err(if any_answered {
+        TransportError::Connect {
+            address: address.to_owned(),
+            tried,
+        }
+    } else {
+        TransportError::Timeout {
+            address: address.to_owned(),
+            after: timeout,
+        }
+    })
+}
+
+/// `now + timeout`, or about 30 years ahead when that overflows (an "infinite" timeout).
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400))
 }
 
 /// One TCP connection with `TCP_NODELAY` and `SO_KEEPALIVE`.

@@ -6,7 +6,7 @@
 //! ```text
 //!  robot1 ns                         cloud ns
 //!  veth1 10.77.1.2/24  <------->  veth1 10.77.1.1/24
-//!  robot2 ns                         hub0 (dummy) 10.88.0.1/32 = hub.fleet.test
+//!  robot2 ns                         hub0 10.88.0.1/32 = hub.fleet.test
 //!  veth2 10.77.2.2/24  <------->  veth2 10.77.2.1/24
 //! ```
 //!
@@ -48,7 +48,9 @@ pub const UDP_GUARD_TABLE: &str = "fleet_udp_guard";
 /// The nftables table (family `inet`) that [`Fleet::block`] adds in a robot namespace.
 pub const BLOCK_TABLE: &str = "fleet_block";
 
-/// The dummy interface in the cloud namespace that holds the hub's address.
+/// The interface in the cloud namespace that holds the hub's address (a
+/// dummy, or a veth whose peer `hub0p` is in the cloud too where the kernel
+/// has no dummy driver).
 pub const HUB_IFACE: &str = "hub0";
 
 /// Root, `ip` and `nft` (nftables): what [`Fleet::new`] needs. Use with
@@ -163,6 +165,13 @@ fn write_in_place(path: &Path, content: &str) -> Result<()> {
     Ok(())
 }
 
+/// Creates `/etc/netns/<ns>` (the caller records it for removal).
+fn make_hosts_dir(ns: &str) -> Result<PathBuf> {
+    let dir = Path::new("/etc/netns").join(ns);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
 impl Fleet {
     /// Makes the cloud namespace and one namespace per robot (in order: the
     /// i-th robot, from 1, gets `10.77.<i>.2/24`, its cloud side
@@ -188,15 +197,12 @@ impl Fleet {
             moves: 0,
             hosts_dirs: Vec::new(),
         };
-        fleet
-            .cloud
-            .exec_ip(&["link", "add", HUB_IFACE, "type", "dummy"])?;
-        fleet.cloud.exec_ip(&["link", "set", HUB_IFACE, "up"])?;
+        fleet.add_hub_iface()?;
         fleet
             .cloud
             .exec_ip(&["addr", "add", &format!("{hub_ip}/32"), "dev", HUB_IFACE])?;
         nft_script(&fleet.cloud, &udp_guard_script())?;
-        let dir = fleet.make_hosts_dir(&fleet.cloud.name().to_owned())?;
+        let dir = make_hosts_dir(fleet.cloud.name())?;
         fleet.hosts_dirs.push(dir);
 
         for (i, name) in robots.iter().enumerate() {
@@ -212,7 +218,7 @@ impl Fleet {
             };
             let ns_name = host.ns.name().to_owned();
             fleet.robots.push(host);
-            let dir = fleet.make_hosts_dir(&ns_name)?;
+            let dir = make_hosts_dir(&ns_name)?;
             fleet.hosts_dirs.push(dir);
             let host = fleet.robots.last().ok_or_else(|| anyhow!("no robot"))?;
             let cloud = &fleet.cloud;
@@ -248,11 +254,20 @@ impl Fleet {
         Ok(fleet)
     }
 
-    /// Creates `/etc/netns/<ns>` (the caller records it for removal).
-    fn make_hosts_dir(&self, ns: &str) -> Result<PathBuf> {
-        let dir = Path::new("/etc/netns").join(ns);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(dir)
+    /// Creates the interface for the hub's address in the cloud: a dummy, or
+    /// where the kernel has no dummy driver (some containers), one end of a
+    /// veth pair whose both ends stay in the cloud (`hub0` and `hub0p`).
+    fn add_hub_iface(&self) -> Result<()> {
+        let c = &self.cloud;
+        if let Err(e) = c.exec_ip(&["link", "add", HUB_IFACE, "type", "dummy"]) {
+            tracing::debug!(error = %e, "no dummy interfaces; using a veth pair for the hub");
+            let peer = format!("{HUB_IFACE}p");
+            c.exec_ip(&[
+                "link", "add", HUB_IFACE, "type", "veth", "peer", "name", &peer,
+            ])?;
+            c.exec_ip(&["link", "set", &peer, "up"])?;
+        }
+        c.exec_ip(&["link", "set", HUB_IFACE, "up"])
     }
 
     /// The hosts file content for every namespace.

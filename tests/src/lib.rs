@@ -16,6 +16,7 @@
 //! Prerequisites: a test that lacks one is skipped with a message saying what
 //! it needs, except under CI (`CI=true`), where a missing prerequisite fails.
 
+pub mod bridge_proc;
 pub mod dmi_edgecore;
 pub mod edgecore;
 pub mod fake_kube;

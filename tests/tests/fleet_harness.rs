@@ -267,6 +267,7 @@ fn failed_new_leaves_nothing_behind() {
     let tag = format!("leakcheck{}", std::process::id());
     let err = Fleet::new(&[&tag, "bad/name"]).expect_err("a bad namespace name");
     eprintln!("expected error: {err:#}");
+    assert!(format!("{err:#}").contains("bad/name"), "{err:#}");
     let prefix = format!("ke-{tag}-");
     let netns: Vec<_> = std::fs::read_dir("/var/run/netns")
         .map(|d| {

@@ -252,8 +252,14 @@ pub enum Accept {
     Duplicate,
 }
 
+impl Default for Inbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The receiver's side of a route: delivers each sequence at most once, in increasing order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Inbox {
     stream: Option<u64>,
     last: u64,
@@ -267,8 +273,12 @@ impl Inbox {
     /// An inbox that has seen no stream yet.
     pub fn new() -> Self {
         Self {
+            stream: None,
+            last: 0,
             fresh: true,
-            ..Self::default()
+            delivered: 0,
+            duplicates: 0,
+            lost: 0,
         }
     }
 
