@@ -890,6 +890,10 @@ pub struct ServiceRules {
     /// Services served on the robot that the cloud may call. Default: none.
     #[serde(default)]
     pub serve: Filter,
+    /// Services served in the cloud (by the hub's side) that this robot's clients may call, by
+    /// the name the robot uses. Default: none.
+    #[serde(default)]
+    pub call: Filter,
     /// Timeout of a relayed call in milliseconds, 1..=3600000. Default 10000.
     #[serde(default = "default_service_timeout_ms")]
     pub timeout_ms: u64,
@@ -902,6 +906,7 @@ impl Default for ServiceRules {
     fn default() -> Self {
         Self {
             serve: Filter::default(),
+            call: Filter::default(),
             timeout_ms: DEFAULT_SERVICE_TIMEOUT_MS,
             timeouts: Vec::new(),
         }
@@ -1628,6 +1633,53 @@ pub struct HubConfig {
     /// Default 300.
     #[serde(default = "default_link_linger_s")]
     pub link_linger_s: u64,
+    /// Cloud services robots may call (their timeouts). Which services reach a robot follows
+    /// the topic rules: under its namespace, or listed in `shared`, and asked for by the robot
+    /// (`services.call` in its edge config).
+    #[serde(default)]
+    pub services: HubServices,
+}
+
+/// Calls from robots to services served in the cloud.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubServices {
+    /// Timeout of a relayed call in milliseconds, 1..=3600000. Default 10000.
+    #[serde(default = "default_service_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Per-service timeouts (cloud-side names), first match wins. Default `[]`.
+    #[serde(default)]
+    pub timeouts: Vec<ServiceTimeout>,
+}
+
+impl Default for HubServices {
+    fn default() -> Self {
+        Self {
+            timeout_ms: DEFAULT_SERVICE_TIMEOUT_MS,
+            timeouts: Vec::new(),
+        }
+    }
+}
+
+impl HubServices {
+    /// The timeout for service `name`.
+    pub fn timeout_for(&self, name: &str) -> Duration {
+        let ms = self
+            .timeouts
+            .iter()
+            .find(|t| t.pattern.matches(name))
+            .map_or(self.timeout_ms, |t| t.timeout_ms);
+        Duration::from_millis(ms)
+    }
+
+    fn validate_at(&self, prefix: &str) -> Result<(), ConfigError> {
+        check_range(&join(prefix, "timeout_ms"), self.timeout_ms, 1, MAX_MS, " ms")?;
+        for (i, t) in self.timeouts.iter().enumerate() {
+            let key = join(prefix, &format!("timeouts[{i}].timeout_ms"));
+            check_range(&key, t.timeout_ms, 1, MAX_MS, " ms")?;
+        }
+        Ok(())
+    }
 }
 
 impl HubConfig {
@@ -1676,6 +1728,7 @@ impl HubConfig {
             tls.validate_at("tls")?;
         }
         self.dds.validate_at("dds")?;
+        self.services.validate_at("services")?;
         let mut namespaces: Vec<Namespace> = Vec::with_capacity(self.robots.len());
         for (i, r) in self.robots.iter().enumerate() {
             let prefix = format!("robots[{i}]");

@@ -10,7 +10,7 @@
 //! - routes from the hub (its `down` routes, service requests) are opened by [`EdgeSinks`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,14 +26,14 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{EdgeConfig, UpstreamConfig};
 use crate::filter::{Decision, Filter};
 use crate::link::frame::{Announce, RouteKind, Subscribe};
-use crate::metrics::{DropReason, Metrics};
-use crate::reader::{announce_presence, PeerBridges, SampleHook, Target, TopicReader};
+use crate::metrics::Metrics;
+use crate::reader::{announce_presence, PeerBridges, Target, TopicReader};
 use crate::relay::{
     LinkActor, LinkCommand, LinkContext, LinkHandle, LinkLimits, LinkSnapshot, OutRouteSpec,
     SessionAttach, Side, Sink, SinkFactory,
 };
 use crate::routing::{far_qos, route_settings, writer_qos};
-use crate::service::{guid_to_client_id, ServerSide};
+use crate::service_route::{expire_all, proxy_sink, ServedService, ServedServices};
 use crate::session::{run_edge_session, EdgeConfig as SessionEdgeConfig, SessionChannels, SessionEvent};
 use crate::session::{EdgeHandshakeConfig, SessionError};
 use crate::transport::{self, Backoff, TlsClient};
@@ -49,21 +49,14 @@ pub enum EdgeError {
     Config(String),
 }
 
-/// A relayed service whose server is on the robot.
-struct EdgeService {
-    server: Arc<Mutex<ServerSide<Arc<str>>>>,
-    writer: Arc<RawWriter>,
-    _reply_reader: TopicReader,
-}
-
-type Services = Arc<Mutex<HashMap<String, Arc<EdgeService>>>>;
-
 /// Opens the local end of routes the hub announces.
 struct EdgeSinks {
     participant: Participant,
+    bridges: PeerBridges,
     down: Filter,
-    services: Services,
+    services: ServedServices,
     serve: Filter,
+    call: Filter,
 }
 
 impl SinkFactory for EdgeSinks {
@@ -95,30 +88,16 @@ impl SinkFactory for EdgeSinks {
                     .ok()
                     .and_then(|m| m.get(name.as_str()).cloned())
                     .ok_or_else(|| "no such service server on this robot".to_string())?;
-                let origin = ctx.link.clone();
-                let local = name.as_str().to_owned();
-                Ok(Sink {
-                    local_name: local,
-                    deliver: Box::new(move |payload: Bytes| {
-                        let svc = svc.clone();
-                        let origin = origin.clone();
-                        async move {
-                            let req = svc
-                                .server
-                                .lock()
-                                .map_err(|_| "poisoned".to_string())?
-                                .on_request(&payload, origin, std::time::Instant::now())
-                                .map_err(|e| e.to_string())?;
-                            svc.writer.write_async(req).await.map_err(|e| e.to_string())
-                        }
-                        .boxed()
-                    }),
-                    guards: Vec::new(),
-                })
+                Ok(svc.request_sink(ctx.link.clone()))
             }
-            RouteKind::ServiceReply => {
-                Err("calling cloud services from the robot is not supported".into())
-            }
+            RouteKind::ServiceReply => match self.call.decide(name.as_str()) {
+                Decision::Allowed { by } => {
+                    tracing::info!(link = %ctx.link, service = %name.as_str(), rule = %by.as_str(),
+                        "cloud service offered to this robot's clients");
+                    proxy_sink(&self.participant, &self.bridges, ctx, a, &name)
+                }
+                other => Err(format!("services.call: {other}")),
+            },
         }
     }
 }
@@ -192,7 +171,7 @@ pub async fn start(
     let bridges = PeerBridges::default();
     bridges.insert(participant.guid_prefix());
     let presence = announce_presence(&participant)?;
-    let services: Services = Arc::default();
+    let services: ServedServices = Arc::default();
     let mut tasks = Vec::new();
     let mut links = Vec::new();
     let mut snapshots = Vec::new();
@@ -222,9 +201,11 @@ pub async fn start(
         let serve = up.services.serve.clone();
         let factory = Arc::new(EdgeSinks {
             participant: participant.clone(),
+            bridges: bridges.clone(),
             down: down.clone(),
             services: services.clone(),
             serve: serve.clone(),
+            call: up.services.call.clone(),
         });
         let (actor, rx, snap) = LinkActor::new(
             &up.name,
@@ -243,6 +224,13 @@ pub async fn start(
         hs.subscribe = Some(Subscribe {
             allow: up.down.allow.iter().map(|p| p.as_str().to_owned()).collect(),
             deny: up.down.deny.iter().map(|p| p.as_str().to_owned()).collect(),
+            services: up
+                .services
+                .call
+                .allow
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
         });
         let (state_tx, state_rx) = watch::channel(ConnectorState::default());
         connectors.push((up.name.clone(), state_rx));
@@ -425,7 +413,7 @@ struct Discovery {
     writers: HashMap<String, HashMap<[u8; 16], Endpoint>>,
     readers: HashMap<String, TopicReader>,
     decided: HashSet<(usize, String)>,
-    services: Services,
+    services: ServedServices,
     metrics: Arc<Metrics>,
 }
 
@@ -445,24 +433,7 @@ impl Discovery {
     }
 
     fn expire_calls(&self) {
-        let services: Vec<(String, Arc<EdgeService>)> = match self.services.lock() {
-            Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            Err(_) => return,
-        };
-        let now = std::time::Instant::now();
-        for (name, svc) in services {
-            let expired = match svc.server.lock() {
-                Ok(mut s) => s.expire(now),
-                Err(_) => continue,
-            };
-            for (link, id) in expired {
-                tracing::warn!(service = %name, link = %link, client = id.client_guid,
-                    sequence = id.sequence, "service call timed out");
-                self.metrics
-                    .route(&link, &name, crate::metrics::Direction::In)
-                    .dropped(DropReason::ServiceTimeout, 1);
-            }
-        }
+        expire_all(&self.services, &self.metrics);
     }
 
     async fn on_event(&mut self, ev: DiscoveryEvent) {
@@ -621,95 +592,36 @@ impl Discovery {
         if allowed.is_empty() {
             return;
         }
-        let exists = self.services.lock().map(|m| m.contains_key(name)).unwrap_or(true);
-        let request_type = ep.type_name.clone();
-        let Some(reply_type) = response_type(&request_type) else {
-            tracing::warn!(service = name, type_name = %request_type, "not a ROS 2 request type");
-            return;
+        let existing = self
+            .services
+            .lock()
+            .ok()
+            .and_then(|m| m.get(name).cloned());
+        let svc = match existing {
+            Some(s) => s,
+            None => {
+                let Ok(rname) = RosName::parse(name) else { return };
+                let timeout = self
+                    .links
+                    .get(allowed[0])
+                    .map_or(Duration::from_secs(10), |l| l.cfg.services.timeout_for(name));
+                match ServedService::start(&self.participant, &rname, &ep.type_name, timeout) {
+                    Ok(s) => {
+                        let s = Arc::new(s);
+                        if let Ok(mut m) = self.services.lock() {
+                            m.insert(name.to_owned(), s.clone());
+                        }
+                        s
+                    }
+                    Err(e) => {
+                        tracing::warn!(service = name, error = %e, "cannot relay service");
+                        return;
+                    }
+                }
+            }
         };
-        if !exists {
-            let Ok(rname) = RosName::parse(name) else { return };
-            let (Ok(rq), Ok(rr)) = (rname.to_dds_request(), rname.to_dds_reply()) else {
-                return;
-            };
-            let qos = Qos::services();
-            let writer = match self.participant.writer(&rq, &request_type, &qos) {
-                Ok(w) => Arc::new(w),
-                Err(e) => {
-                    tracing::warn!(service = name, error = %e, "cannot create request writer");
-                    return;
-                }
-            };
-            let timeout = self
-                .links
-                .get(allowed[0])
-                .map_or(Duration::from_secs(10), |l| l.cfg.services.timeout_for(name));
-            let server = Arc::new(Mutex::new(ServerSide::new(
-                guid_to_client_id(&writer.guid()),
-                timeout,
-                1024,
-            )));
-            let hook_server = server.clone();
-            let hook: SampleHook = Arc::new(move |_w, payload| {
-                let mut s = hook_server.lock().ok()?;
-                match s.on_reply(&payload, std::time::Instant::now()) {
-                    Ok(Some((link, p))) => Some(vec![(link, p)]),
-                    _ => None,
-                }
-            });
-            let reader = match TopicReader::start(
-                &self.participant,
-                PeerBridges::default(),
-                &rr,
-                &reply_type,
-                qos.with_history(History::KeepLast(100)),
-                Some(hook),
-            ) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(service = name, error = %e, "cannot create reply reader");
-                    return;
-                }
-            };
-            for i in &allowed {
-                reader.add_target(Target {
-                    link: self.links[*i].handle.clone(),
-                    name: Arc::from(name),
-                    kind: RouteKind::ServiceReply,
-                });
-            }
-            if let Ok(mut m) = self.services.lock() {
-                m.insert(
-                    name.to_owned(),
-                    Arc::new(EdgeService {
-                        server,
-                        writer,
-                        _reply_reader: reader,
-                    }),
-                );
-            }
-        }
         for i in allowed {
-            let l = &self.links[i];
-            let mut settings = route_settings(None, &Qos::services());
-            settings.priority = 1;
-            let spec = OutRouteSpec {
-                name: name.to_owned(),
-                kind: RouteKind::ServiceReply,
-                type_name: reply_type.clone(),
-                request_type: Some(request_type.clone()),
-                qos: far_qos(&Qos::services(), 10),
-                settings,
-                local_name: name.to_owned(),
-            };
-            let _ = l.handle.commands.send(LinkCommand::AddRoute(spec)).await;
+            svc.offer(&self.links[i].handle, name).await;
         }
     }
-}
-
-/// `pkg::srv::dds_::X_Request_` -> `pkg::srv::dds_::X_Response_`.
-pub(crate) fn response_type(request: &str) -> Option<String> {
-    request
-        .strip_suffix("_Request_")
-        .map(|base| format!("{base}_Response_"))
 }

@@ -34,6 +34,7 @@ use crate::link::scheduler::SchedulerLimits;
 use crate::link::chunk::ReassemblyLimits;
 use crate::metrics::Metrics;
 use crate::reader::{announce_presence, PeerBridges, Target, TopicReader};
+use crate::service_route::{expire_all, proxy_sink, ServedService, ServedServices};
 use crate::relay::{
     LinkActor, LinkCommand, LinkContext, LinkHandle, LinkLimits, LinkSnapshot, OutRouteSpec,
     SessionAttach, Side, Sink, SinkFactory,
@@ -60,21 +61,8 @@ pub enum HubError {
 struct HubSinks {
     participant: Participant,
     bridges: PeerBridges,
-}
-
-/// Withdraws the service request route when the service's reply route goes.
-struct RemoveOnDrop {
-    handle: LinkHandle,
-    name: String,
-}
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = self.handle.commands.try_send(LinkCommand::RemoveRoute {
-            name: self.name.clone(),
-            kind: RouteKind::ServiceRequest,
-        });
-    }
+    services: ServedServices,
+    shared: Vec<Pattern>,
 }
 
 impl SinkFactory for HubSinks {
@@ -91,56 +79,24 @@ impl SinkFactory for HubSinks {
                 Ok(writer_sink(full.as_str().to_owned(), Arc::new(writer)))
             }
             RouteKind::ServiceReply => {
-                let request_type = a
-                    .request_type
-                    .clone()
-                    .ok_or_else(|| "service route without request_type".to_string())?;
-                let rq = full.to_dds_request().map_err(|e| e.to_string())?;
-                let rr = full.to_dds_reply().map_err(|e| e.to_string())?;
-                let qos = Qos::services();
-                let writer = self
-                    .participant
-                    .writer(&rr, &a.type_name, &qos)
-                    .map_err(|e| e.to_string())?;
-                let reader = TopicReader::start(
-                    &self.participant,
-                    self.bridges.clone(),
-                    &rq,
-                    &request_type,
-                    qos.with_history(History::KeepLast(100)),
-                    None,
-                )
-                .map_err(|e| e.to_string())?;
-                reader.add_target(Target {
-                    link: ctx.handle.clone(),
-                    name: Arc::from(name.as_str()),
-                    kind: RouteKind::ServiceRequest,
-                });
-                let mut settings = route_settings(None, &qos);
-                settings.priority = 1;
-                let spec = OutRouteSpec {
-                    name: name.as_str().to_owned(),
-                    kind: RouteKind::ServiceRequest,
-                    type_name: request_type,
-                    request_type: None,
-                    qos: far_qos(&qos, 10),
-                    settings,
-                    local_name: full.as_str().to_owned(),
-                };
-                ctx.handle
-                    .commands
-                    .try_send(LinkCommand::AddRoute(spec))
-                    .map_err(|_| "link busy".to_string())?;
-                let mut sink = writer_sink(full.as_str().to_owned(), Arc::new(writer));
-                sink.guards.push(Box::new(reader));
-                sink.guards.push(Box::new(RemoveOnDrop {
-                    handle: ctx.handle.clone(),
-                    name: name.as_str().to_owned(),
-                }));
-                Ok(sink)
+                proxy_sink(&self.participant, &self.bridges, ctx, a, &full)
             }
             RouteKind::ServiceRequest => {
-                Err("robots calling cloud services is not supported".into())
+                // A call from the robot's clients: to a service under its namespace, or a
+                // shared one; never to another robot's.
+                let services = self.services.lock().map_err(|_| "poisoned".to_string())?;
+                let svc = services
+                    .get(full.as_str())
+                    .or_else(|| {
+                        self.shared
+                            .iter()
+                            .any(|p| p.matches(name.as_str()))
+                            .then(|| services.get(name.as_str()))
+                            .flatten()
+                    })
+                    .cloned()
+                    .ok_or_else(|| "no such cloud service offered to this robot".to_string())?;
+                Ok(svc.request_sink(ctx.link.clone()))
             }
         }
     }
@@ -153,6 +109,8 @@ struct HubLink {
 
 /// What the hub shares between connections.
 struct HubShared {
+    services: ServedServices,
+    shared_topics: Vec<Pattern>,
     participant: Participant,
     bridges: PeerBridges,
     metrics: Arc<Metrics>,
@@ -176,6 +134,8 @@ impl HubShared {
         let factory = Arc::new(HubSinks {
             participant: self.participant.clone(),
             bridges: self.bridges.clone(),
+            services: self.services.clone(),
+            shared: self.shared_topics.clone(),
         });
         let (actor, rx, snapshot) = LinkActor::new(
             robot,
@@ -202,6 +162,7 @@ struct Attached {
     namespace: Namespace,
     robot: String,
     subscribe: Filter,
+    calls: Filter,
     handle: LinkHandle,
 }
 
@@ -276,7 +237,10 @@ pub async fn start(
             ..ReassemblyLimits::default()
         },
     };
+    let services: ServedServices = Arc::default();
     let shared = Arc::new(HubShared {
+        services: services.clone(),
+        shared_topics: cfg.shared.clone(),
         participant: participant.clone(),
         bridges: bridges.clone(),
         metrics: metrics.clone(),
@@ -316,6 +280,9 @@ pub async fn start(
         readers: HashMap::new(),
         robots: HashMap::new(),
         decided: HashSet::new(),
+        servers: HashMap::new(),
+        services,
+        metrics: metrics.clone(),
     };
     tasks.push(tokio::spawn(disc.run(
         participant.discovery_events(),
@@ -390,6 +357,7 @@ async fn serve_connection(
         let robot = params.robot.clone();
         let ns = params.namespace.clone();
         let subscribe = subscribe_filter(&robot, params.subscribe.as_ref());
+        let calls = calls_filter(&robot, params.subscribe.as_ref());
         let handle = shared.link_for(&robot, &ns);
         tracing::info!(%peer, robot = %robot, namespace = %ns, "robot link up");
         shared.metrics.link(&robot).connected(true);
@@ -405,6 +373,7 @@ async fn serve_connection(
                     namespace: ns,
                     robot: robot.clone(),
                     subscribe,
+                    calls,
                     handle,
                 })
                 .await;
@@ -432,29 +401,38 @@ async fn serve_connection(
     }
 }
 
-/// The robot's `down` wishes as a filter (bad patterns are logged and ignored).
+/// Patterns from a robot (at most 256; bad ones are logged and ignored).
+fn parse_patterns(robot: &str, list: &[String]) -> Vec<Pattern> {
+    list.iter()
+        .take(256)
+        .filter_map(|p| match Pattern::parse(p) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(robot, pattern = ?p, error = %e, "ignoring a bad subscribe pattern");
+                None
+            }
+        })
+        .collect()
+}
+
+/// The robot's `down` wishes as a filter.
 fn subscribe_filter(robot: &str, s: Option<&Subscribe>) -> Filter {
-    let Some(s) = s else {
-        return Filter::default();
-    };
-    let parse = |list: &[String]| -> Vec<Pattern> {
-        list.iter()
-            .take(256)
-            .filter_map(|p| match Pattern::parse(p) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    tracing::warn!(robot, pattern = ?p, error = %e, "ignoring a bad subscribe pattern");
-                    None
-                }
-            })
-            .collect()
-    };
-    Filter::new(parse(&s.allow), parse(&s.deny))
+    s.map_or_else(Filter::default, |s| {
+        Filter::new(parse_patterns(robot, &s.allow), parse_patterns(robot, &s.deny))
+    })
+}
+
+/// The cloud services the robot's clients may call.
+fn calls_filter(robot: &str, s: Option<&Subscribe>) -> Filter {
+    s.map_or_else(Filter::default, |s| {
+        Filter::new(parse_patterns(robot, &s.services), Vec::new())
+    })
 }
 
 struct RobotEntry {
     robot: String,
     subscribe: Filter,
+    calls: Filter,
     handle: LinkHandle,
 }
 
@@ -468,6 +446,10 @@ struct HubDiscovery {
     readers: HashMap<String, TopicReader>,
     robots: HashMap<String, RobotEntry>,
     decided: HashSet<(String, String)>,
+    /// Cloud service servers: request topic -> the server's request reader.
+    servers: HashMap<String, Endpoint>,
+    services: ServedServices,
+    metrics: Arc<Metrics>,
 }
 
 impl HubDiscovery {
@@ -477,9 +459,11 @@ impl HubDiscovery {
         mut attached: mpsc::Receiver<Attached>,
         shutdown: CancellationToken,
     ) {
+        let mut expire = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = expire.tick() => expire_all(&self.services, &self.metrics),
                 ev = events.recv() => match ev {
                     Some(DiscoveryEvent::WriterAppeared(ep))
                         if !ep.local
@@ -491,6 +475,18 @@ impl HubDiscovery {
                         let robots: Vec<String> = self.robots.keys().cloned().collect();
                         for ns in robots {
                             self.consider(&ns, &topic).await;
+                        }
+                    }
+                    Some(DiscoveryEvent::ReaderAppeared(ep))
+                        if !ep.local && !self.bridges.is_bridge(&ep.guid) =>
+                    {
+                        if matches!(DdsTopic::parse(&ep.topic), Ok(DdsTopic::ServiceRequest(_))) {
+                            let topic = ep.topic.clone();
+                            self.servers.insert(topic.clone(), ep);
+                            let robots: Vec<String> = self.robots.keys().cloned().collect();
+                            for ns in robots {
+                                self.consider_service(&ns, &topic).await;
+                            }
                         }
                     }
                     Some(DiscoveryEvent::WriterGone { guid, topic }) => {
@@ -507,15 +503,72 @@ impl HubDiscovery {
                     self.robots.insert(ns.clone(), RobotEntry {
                         robot: a.robot,
                         subscribe: a.subscribe,
+                        calls: a.calls,
                         handle: a.handle,
                     });
                     let topics: Vec<String> = self.writers.keys().cloned().collect();
                     for t in topics {
                         self.consider(&ns, &t).await;
                     }
+                    let servers: Vec<String> = self.servers.keys().cloned().collect();
+                    for t in servers {
+                        self.consider_service(&ns, &t).await;
+                    }
                 },
             }
         }
+    }
+
+    /// The name a cloud entity has for robot `ns`: stripped of the robot's namespace, or
+    /// unchanged if shared; `None`: not for this robot.
+    fn robot_facing(&self, ns: &Namespace, name: &RosName) -> Option<(String, String)> {
+        if let Some(stripped) = name.strip_namespace(ns) {
+            Some((stripped.as_str().to_owned(), "robot namespace".to_string()))
+        } else {
+            self.shared
+                .iter()
+                .find(|p| p.matches(name.as_str()))
+                .map(|p| (name.as_str().to_owned(), format!("shared by {}", p.as_str())))
+        }
+    }
+
+    /// Should this cloud service be callable by this robot's clients? Logs the decision once.
+    async fn consider_service(&mut self, ns: &str, topic: &str) {
+        let Some(ep) = self.servers.get(topic).cloned() else { return };
+        let Ok(DdsTopic::ServiceRequest(name)) = DdsTopic::parse(topic) else { return };
+        let Ok(namespace) = Namespace::parse(ns) else { return };
+        let Some((target, why)) = self.robot_facing(&namespace, &name) else { return };
+        let Some(robot) = self.robots.get(ns) else { return };
+        let decision = robot.calls.decide(&target);
+        if self.decided.insert((ns.to_owned(), topic.to_owned())) {
+            tracing::info!(robot = %robot.robot, service = name.as_str(), to = %target, why = %why,
+                decision = %decision, "cloud service for a robot's clients");
+        }
+        if !decision.is_allowed() {
+            return;
+        }
+        let handle = robot.handle.clone();
+        let existing = self.services.lock().ok().and_then(|m| m.get(name.as_str()).cloned());
+        let svc = match existing {
+            Some(s) => s,
+            None => {
+                let timeout = self.settings.services.timeout_for(name.as_str());
+                match ServedService::start(&self.participant, &name, &ep.type_name, timeout) {
+                    Ok(s) => {
+                        let s = Arc::new(s);
+                        if let Ok(mut m) = self.services.lock() {
+                            m.insert(name.as_str().to_owned(), s.clone());
+                        }
+                        s
+                    }
+                    Err(e) => {
+                        tracing::warn!(service = name.as_str(), error = %e, "cannot relay service");
+                        return;
+                    }
+                }
+            }
+        };
+        svc.offer(&handle, &target).await;
     }
 
     fn reader_qos(&self, topic: &str) -> Qos {
@@ -536,13 +589,7 @@ impl HubDiscovery {
         let Ok(DdsTopic::Topic(name)) = DdsTopic::parse(topic) else { return };
         let Some(robot) = self.robots.get(ns) else { return };
         let Ok(namespace) = Namespace::parse(ns) else { return };
-        let (target, why) = if let Some(stripped) = name.strip_namespace(&namespace) {
-            (stripped.as_str().to_owned(), "robot namespace".to_string())
-        } else if let Some(p) = self.shared.iter().find(|p| p.matches(name.as_str())) {
-            (name.as_str().to_owned(), format!("shared by {}", p.as_str()))
-        } else {
-            return;
-        };
+        let Some((target, why)) = self.robot_facing(&namespace, &name) else { return };
         let decision = robot.subscribe.decide(&target);
         let first = self.decided.insert((ns.to_owned(), topic.to_owned()));
         if first {

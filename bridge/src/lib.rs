@@ -10,7 +10,8 @@
 //! - [`config`]: the edge and hub configuration files, validated up front.
 //! - [`filter`]: allow/deny rules over ROS names (exact names or regexes).
 //! - [`transport`]: TCP and TLS (rustls) connections, DNS resolution on every attempt, back-off.
-//! - [`service`]: ROS 2 service relay: request identity mapping and timeouts (pure).
+//! - [`service`]: ROS 2 service relay: request identity mapping and timeouts (pure);
+//!   [`service_route`]: its DDS side (the served service, the stand-in server).
 //! - [`metrics`], [`http`]: Prometheus metrics, `/healthz`, `/readyz`, `/status`.
 //! - [`relay`]: one link's routes both ways across sessions ([`relay::LinkActor`]): outboxes,
 //!   latched caches, inboxes, the send scheduler, acks and resume.
@@ -32,5 +33,6 @@ pub mod reader;
 pub mod relay;
 pub mod routing;
 pub mod service;
+pub mod service_route;
 pub mod session;
 pub mod transport;

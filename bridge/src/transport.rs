@@ -937,4 +937,47 @@ mod tests {
         assert!(!is_ip_literal("localhost"));
         assert!(is_ip_literal("::1"));
     }
+
+    /// The fall-through over several resolved addresses (DNS here gives one per name, so this
+    /// feeds the list directly). Loopback sockets only.
+    #[tokio::test]
+    async fn connect_any_skips_dead_addresses_and_reports_each() {
+        let open = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open_addr = open.local_addr().unwrap();
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed_addr = closed.local_addr().unwrap();
+        drop(closed);
+        let closed2 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed2_addr = closed2.local_addr().unwrap();
+        drop(closed2);
+        let t = Duration::from_secs(10);
+
+        let stream = connect_any("svc:1", &[closed_addr, open_addr], deadline_after(t), t)
+            .await
+            .unwrap();
+        assert_eq!(stream.peer_addr().unwrap(), open_addr);
+        assert!(stream.nodelay().unwrap());
+        let (_accepted, from) = open.accept().await.unwrap();
+        assert_eq!(Some(from), stream.local_addr().ok());
+
+        let err = connect_any("svc:2", &[closed_addr, closed2_addr], deadline_after(t), t)
+            .await
+            .unwrap_err();
+        match &err {
+            TransportError::Connect { address, tried } => {
+                assert_eq!(address, "svc:2");
+                let order: Vec<_> = tried.iter().map(|(a, _)| *a).collect();
+                assert_eq!(order, [closed_addr, closed2_addr]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let msg = err.to_string();
+        assert!(msg.contains(&closed_addr.to_string()) && msg.contains(&closed2_addr.to_string()));
+
+        // An "infinite" timeout does not overflow.
+        let err = connect(&closed_addr.to_string(), None, Duration::MAX)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TransportError::Connect { .. }), "{err:?}");
+    }
 }

@@ -211,6 +211,25 @@ async fn plain_connect_by_name_and_by_ip_echoes_both_ways() -> Result<()> {
 }
 
 #[tokio::test]
+async fn plain_connect_to_a_bracketed_ipv6_literal() -> Result<()> {
+    let l = match transport::bind("[::1]:0".parse()?).await {
+        Ok(l) => l,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("SKIPPED: needs IPv6 loopback ({e})");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let addr = l.local_addr()?;
+    let server = spawn_plain_echo(l);
+    let stream = transport::connect(&format!("[::1]:{}", addr.port()), None, T).await?;
+    assert_eq!(stream.peer_addr(), Some(addr));
+    check_echo(stream).await?;
+    server.await??;
+    Ok(())
+}
+
+#[tokio::test]
 async fn connect_to_closed_port_is_a_connect_error_naming_the_address() -> Result<()> {
     let (l, addr) = listener().await?;
     drop(l);

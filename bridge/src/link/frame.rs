@@ -216,6 +216,9 @@ pub struct Subscribe {
     /// Topics never to receive (wins over `allow`).
     #[serde(default)]
     pub deny: Vec<String>,
+    /// Services on the hub's side the edge's clients may call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
 }
 
 /// WELCOME: the hub accepts the session.
