@@ -391,17 +391,33 @@ async fn connector(
     }
 }
 
-/// A short code for metrics.
+/// A short code for metrics: the protocol's reason code where there is one.
 pub(crate) fn session_error_code(e: &SessionError) -> &'static str {
-    match e {
-        SessionError::Handshake(crate::session::HandshakeError::Rejected(_)) => "rejected",
-        SessionError::Handshake(_) => "handshake",
-        SessionError::Io(_) => "io",
-        SessionError::Frame(_) => "malformed",
-        SessionError::Unexpected(_) => "malformed",
-        SessionError::PeerTimeout(_) => "timeout",
-        SessionError::WriteTimeout(_) => "write_timeout",
-        SessionError::Eof => "eof",
+    use crate::link::frame::ReasonCode as R;
+    use crate::session::HandshakeError as H;
+    let code = match e {
+        SessionError::Handshake(H::Rejected(r)) => Some(r.code),
+        SessionError::Handshake(h) => h.reason_code(),
+        _ => None,
+    };
+    match code {
+        Some(R::BadToken) => "bad_token",
+        Some(R::UnsupportedVersion) => "unsupported_version",
+        Some(R::FrameTooLarge) => "frame_too_large",
+        Some(R::Malformed) => "malformed",
+        Some(R::DuplicateSession) => "duplicate_session",
+        Some(R::LimitExceeded) => "limit_exceeded",
+        Some(R::Timeout) => "timeout",
+        Some(R::Shutdown) => "shutdown",
+        Some(R::Unknown) => "rejected",
+        None => match e {
+            SessionError::Handshake(_) => "handshake",
+            SessionError::Io(_) => "io",
+            SessionError::Frame(_) | SessionError::Unexpected(_) => "malformed",
+            SessionError::PeerTimeout(_) => "timeout",
+            SessionError::WriteTimeout(_) => "write_timeout",
+            SessionError::Eof => "eof",
+        },
     }
 }
 

@@ -50,7 +50,8 @@ pub struct LinkStatus {
     pub session: Option<String>,
     /// Unix time in milliseconds of the last state change.
     pub since_ms: u64,
-    /// Sessions re-established after a loss.
+    /// Connection attempts after the first (edge: every retry after a failed attempt or a lost
+    /// session; hub: sessions of this robot after its first).
     pub reconnects: u64,
     /// The last error seen on this link, if any.
     pub last_error: Option<String>,
