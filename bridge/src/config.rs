@@ -1673,7 +1673,13 @@ impl HubServices {
     }
 
     fn validate_at(&self, prefix: &str) -> Result<(), ConfigError> {
-        check_range(&join(prefix, "timeout_ms"), self.timeout_ms, 1, MAX_MS, " ms")?;
+        check_range(
+            &join(prefix, "timeout_ms"),
+            self.timeout_ms,
+            1,
+            MAX_MS,
+            " ms",
+        )?;
         for (i, t) in self.timeouts.iter().enumerate() {
             let key = join(prefix, &format!("timeouts[{i}].timeout_ms"));
             check_range(&key, t.timeout_ms, 1, MAX_MS, " ms")?;

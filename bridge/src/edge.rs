@@ -34,7 +34,9 @@ use crate::relay::{
 };
 use crate::routing::{far_qos, route_settings, writer_qos};
 use crate::service_route::{expire_all, proxy_sink, ServedService, ServedServices};
-use crate::session::{run_edge_session, EdgeConfig as SessionEdgeConfig, SessionChannels, SessionEvent};
+use crate::session::{
+    run_edge_session, EdgeConfig as SessionEdgeConfig, SessionChannels, SessionEvent,
+};
 use crate::session::{EdgeHandshakeConfig, SessionError};
 use crate::transport::{self, Backoff, TlsClient};
 
@@ -222,7 +224,12 @@ pub async fn start(
         hs.max_frame_size = up.max_frame_size;
         hs.features = vec!["zstd".into()];
         hs.subscribe = Some(Subscribe {
-            allow: up.down.allow.iter().map(|p| p.as_str().to_owned()).collect(),
+            allow: up
+                .down
+                .allow
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
             deny: up.down.deny.iter().map(|p| p.as_str().to_owned()).collect(),
             services: up
                 .services
@@ -339,7 +346,12 @@ async fn connector(
                             events: in_rx,
                             peer: peer.clone(),
                         };
-                        if link.commands.send(LinkCommand::Attach(attach)).await.is_err() {
+                        if link
+                            .commands
+                            .send(LinkCommand::Attach(attach))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -434,7 +446,11 @@ struct Discovery {
 }
 
 impl Discovery {
-    async fn run(mut self, mut events: mpsc::Receiver<DiscoveryEvent>, shutdown: CancellationToken) {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<DiscoveryEvent>,
+        shutdown: CancellationToken,
+    ) {
         let mut expire = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
@@ -503,7 +519,8 @@ impl Discovery {
     /// The QoS the local reader needs to match every known publisher of `topic`.
     fn reader_qos(&self, topic: &str) -> Qos {
         let ws = self.writers.get(topic);
-        let all = |f: &dyn Fn(&Endpoint) -> bool| ws.is_some_and(|w| !w.is_empty() && w.values().all(f));
+        let all =
+            |f: &dyn Fn(&Endpoint) -> bool| ws.is_some_and(|w| !w.is_empty() && w.values().all(f));
         let reliable = all(&|e| e.qos.reliability == Reliability::Reliable);
         let latched = all(&|e| e.qos.durability == Durability::TransientLocal);
         Qos::ros_default()
@@ -538,7 +555,9 @@ impl Discovery {
             let qos = self.reader_qos(&ep.topic);
             let recreate = match self.readers.get(&ep.topic) {
                 None => true,
-                Some(r) => r.qos.reliability != qos.reliability || r.qos.durability != qos.durability,
+                Some(r) => {
+                    r.qos.reliability != qos.reliability || r.qos.durability != qos.durability
+                }
             };
             if recreate {
                 let old_targets = self.readers.remove(&ep.topic);
@@ -562,7 +581,10 @@ impl Discovery {
                 drop(old_targets);
                 // Every link carrying it needs its target again.
                 for j in 0..self.links.len() {
-                    if j != i && self.links[j].up.allows(name) && self.decided.contains(&(j, name.to_owned())) {
+                    if j != i
+                        && self.links[j].up.allows(name)
+                        && self.decided.contains(&(j, name.to_owned()))
+                    {
                         self.add_topic_route(j, ep, name, qos).await;
                     }
                 }
@@ -608,19 +630,19 @@ impl Discovery {
         if allowed.is_empty() {
             return;
         }
-        let existing = self
-            .services
-            .lock()
-            .ok()
-            .and_then(|m| m.get(name).cloned());
+        let existing = self.services.lock().ok().and_then(|m| m.get(name).cloned());
         let svc = match existing {
             Some(s) => s,
             None => {
-                let Ok(rname) = RosName::parse(name) else { return };
+                let Ok(rname) = RosName::parse(name) else {
+                    return;
+                };
                 let timeout = self
                     .links
                     .get(allowed[0])
-                    .map_or(Duration::from_secs(10), |l| l.cfg.services.timeout_for(name));
+                    .map_or(Duration::from_secs(10), |l| {
+                        l.cfg.services.timeout_for(name)
+                    });
                 match ServedService::start(&self.participant, &rname, &ep.type_name, timeout) {
                     Ok(s) => {
                         let s = Arc::new(s);

@@ -29,17 +29,17 @@ use tokio_util::sync::CancellationToken;
 use crate::config::HubConfig;
 use crate::edge::{session_error_code, writer_sink};
 use crate::filter::{Decision, Filter, Pattern};
+use crate::link::chunk::ReassemblyLimits;
 use crate::link::frame::{Announce, RouteKind, Subscribe};
 use crate::link::scheduler::SchedulerLimits;
-use crate::link::chunk::ReassemblyLimits;
 use crate::metrics::Metrics;
 use crate::reader::{announce_presence, PeerBridges, Target, TopicReader};
-use crate::service_route::{expire_all, proxy_sink, ServedService, ServedServices};
 use crate::relay::{
     LinkActor, LinkCommand, LinkContext, LinkHandle, LinkLimits, LinkSnapshot, OutRouteSpec,
     SessionAttach, Side, Sink, SinkFactory,
 };
 use crate::routing::{far_qos, route_settings, writer_qos};
+use crate::service_route::{expire_all, proxy_sink, ServedService, ServedServices};
 use crate::session::{
     run_hub_session, HubConfig as SessionHubConfig, HubHandshakeConfig, SessionChannels,
     SessionEvent,
@@ -78,9 +78,7 @@ impl SinkFactory for HubSinks {
                     .map_err(|e| e.to_string())?;
                 Ok(writer_sink(full.as_str().to_owned(), Arc::new(writer)))
             }
-            RouteKind::ServiceReply => {
-                proxy_sink(&self.participant, &self.bridges, ctx, a, &full)
-            }
+            RouteKind::ServiceReply => proxy_sink(&self.participant, &self.bridges, ctx, a, &full),
             RouteKind::ServiceRequest => {
                 // A call from the robot's clients: to a service under its namespace, or a
                 // shared one; never to another robot's.
@@ -323,9 +321,19 @@ async fn accept_loop(
             continue;
         }
         shared.connections.fetch_add(1, Ordering::Relaxed);
-        let (tls, cfg, shared2, attached) = (tls.clone(), cfg.clone(), shared.clone(), attached.clone());
+        let (tls, cfg, shared2, attached) =
+            (tls.clone(), cfg.clone(), shared.clone(), attached.clone());
         tokio::spawn(async move {
-            serve_connection(tcp, peer, tls, cfg, shared2.clone(), attached, handshake_timeout).await;
+            serve_connection(
+                tcp,
+                peer,
+                tls,
+                cfg,
+                shared2.clone(),
+                attached,
+                handshake_timeout,
+            )
+            .await;
             shared2.connections.fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -352,7 +360,8 @@ async fn serve_connection(
     };
     let (mut channels, out_tx, mut in_rx) = SessionChannels::bounded(8);
     let cancel = shared.shutdown.child_token();
-    let session = tokio::spawn(async move { run_hub_session(io, &cfg, &mut channels, &cancel).await });
+    let session =
+        tokio::spawn(async move { run_hub_session(io, &cfg, &mut channels, &cancel).await });
     if let Some(SessionEvent::Established(params)) = in_rx.recv().await {
         let robot = params.robot.clone();
         let ns = params.namespace.clone();
@@ -367,7 +376,12 @@ async fn serve_connection(
             events: in_rx,
             peer: Some(peer.to_string()),
         };
-        if handle.commands.send(LinkCommand::Attach(attach)).await.is_ok() {
+        if handle
+            .commands
+            .send(LinkCommand::Attach(attach))
+            .await
+            .is_ok()
+        {
             let _ = attached
                 .send(Attached {
                     namespace: ns,
@@ -383,7 +397,10 @@ async fn serve_connection(
         match end {
             Ok(Ok(end)) => tracing::info!(%peer, robot = %robot, ?end, "robot link ended"),
             Ok(Err(e)) => {
-                shared.metrics.link(&robot).session_failed(session_error_code(&e));
+                shared
+                    .metrics
+                    .link(&robot)
+                    .session_failed(session_error_code(&e));
                 tracing::warn!(%peer, robot = %robot, error = %e, "robot link failed");
             }
             Err(e) => tracing::warn!(%peer, error = %e, "session task failed"),
@@ -392,7 +409,10 @@ async fn serve_connection(
         drop(out_tx);
         match session.await {
             Ok(Err(e)) => {
-                shared.metrics.link("unauthenticated").session_failed(session_error_code(&e));
+                shared
+                    .metrics
+                    .link("unauthenticated")
+                    .session_failed(session_error_code(&e));
                 tracing::warn!(%peer, error = %e, "connection refused");
             }
             Ok(Ok(end)) => tracing::debug!(%peer, ?end, "connection closed before the handshake"),
@@ -418,7 +438,10 @@ fn parse_patterns(robot: &str, list: &[String]) -> Vec<Pattern> {
 /// The robot's `down` wishes as a filter.
 fn subscribe_filter(robot: &str, s: Option<&Subscribe>) -> Filter {
     s.map_or_else(Filter::default, |s| {
-        Filter::new(parse_patterns(robot, &s.allow), parse_patterns(robot, &s.deny))
+        Filter::new(
+            parse_patterns(robot, &s.allow),
+            parse_patterns(robot, &s.deny),
+        )
     })
 }
 
@@ -528,17 +551,32 @@ impl HubDiscovery {
             self.shared
                 .iter()
                 .find(|p| p.matches(name.as_str()))
-                .map(|p| (name.as_str().to_owned(), format!("shared by {}", p.as_str())))
+                .map(|p| {
+                    (
+                        name.as_str().to_owned(),
+                        format!("shared by {}", p.as_str()),
+                    )
+                })
         }
     }
 
     /// Should this cloud service be callable by this robot's clients? Logs the decision once.
     async fn consider_service(&mut self, ns: &str, topic: &str) {
-        let Some(ep) = self.servers.get(topic).cloned() else { return };
-        let Ok(DdsTopic::ServiceRequest(name)) = DdsTopic::parse(topic) else { return };
-        let Ok(namespace) = Namespace::parse(ns) else { return };
-        let Some((target, why)) = self.robot_facing(&namespace, &name) else { return };
-        let Some(robot) = self.robots.get(ns) else { return };
+        let Some(ep) = self.servers.get(topic).cloned() else {
+            return;
+        };
+        let Ok(DdsTopic::ServiceRequest(name)) = DdsTopic::parse(topic) else {
+            return;
+        };
+        let Ok(namespace) = Namespace::parse(ns) else {
+            return;
+        };
+        let Some((target, why)) = self.robot_facing(&namespace, &name) else {
+            return;
+        };
+        let Some(robot) = self.robots.get(ns) else {
+            return;
+        };
         let decision = robot.calls.decide(&target);
         if self.decided.insert((ns.to_owned(), topic.to_owned())) {
             tracing::info!(robot = %robot.robot, service = name.as_str(), to = %target, why = %why,
@@ -548,7 +586,11 @@ impl HubDiscovery {
             return;
         }
         let handle = robot.handle.clone();
-        let existing = self.services.lock().ok().and_then(|m| m.get(name.as_str()).cloned());
+        let existing = self
+            .services
+            .lock()
+            .ok()
+            .and_then(|m| m.get(name.as_str()).cloned());
         let svc = match existing {
             Some(s) => s,
             None => {
@@ -573,29 +615,52 @@ impl HubDiscovery {
 
     fn reader_qos(&self, topic: &str) -> Qos {
         let ws = self.writers.get(topic);
-        let all = |f: &dyn Fn(&Endpoint) -> bool| ws.is_some_and(|w| !w.is_empty() && w.values().all(f));
+        let all =
+            |f: &dyn Fn(&Endpoint) -> bool| ws.is_some_and(|w| !w.is_empty() && w.values().all(f));
         let reliable = all(&|e| e.qos.reliability == Reliability::Reliable);
         let latched = all(&|e| e.qos.durability == Durability::TransientLocal);
         Qos::ros_default()
-            .with_reliability(if reliable { Reliability::Reliable } else { Reliability::BestEffort })
-            .with_durability(if latched { Durability::TransientLocal } else { Durability::Volatile })
+            .with_reliability(if reliable {
+                Reliability::Reliable
+            } else {
+                Reliability::BestEffort
+            })
+            .with_durability(if latched {
+                Durability::TransientLocal
+            } else {
+                Durability::Volatile
+            })
             .with_history(History::KeepLast(if reliable { 1000 } else { 100 }))
     }
 
     /// Should this cloud topic go down to this robot? Logs the decision once.
     async fn consider(&mut self, ns: &str, topic: &str) {
-        let Some(ws) = self.writers.get(topic) else { return };
-        let Some(ep) = ws.values().next().cloned() else { return };
-        let Ok(DdsTopic::Topic(name)) = DdsTopic::parse(topic) else { return };
-        let Some(robot) = self.robots.get(ns) else { return };
-        let Ok(namespace) = Namespace::parse(ns) else { return };
-        let Some((target, why)) = self.robot_facing(&namespace, &name) else { return };
+        let Some(ws) = self.writers.get(topic) else {
+            return;
+        };
+        let Some(ep) = ws.values().next().cloned() else {
+            return;
+        };
+        let Ok(DdsTopic::Topic(name)) = DdsTopic::parse(topic) else {
+            return;
+        };
+        let Some(robot) = self.robots.get(ns) else {
+            return;
+        };
+        let Ok(namespace) = Namespace::parse(ns) else {
+            return;
+        };
+        let Some((target, why)) = self.robot_facing(&namespace, &name) else {
+            return;
+        };
         let decision = robot.subscribe.decide(&target);
         let first = self.decided.insert((ns.to_owned(), topic.to_owned()));
         if first {
             match &decision {
-                Decision::Allowed { by } => tracing::info!(robot = %robot.robot, topic = name.as_str(),
-                    to = %target, why = %why, rule = %by.as_str(), "down route allowed"),
+                Decision::Allowed { by } => {
+                    tracing::info!(robot = %robot.robot, topic = name.as_str(),
+                    to = %target, why = %why, rule = %by.as_str(), "down route allowed")
+                }
                 other => tracing::info!(robot = %robot.robot, topic = name.as_str(), to = %target,
                     why = %why, decision = %other, "down route not relayed (robot's down rules)"),
             }
@@ -609,12 +674,20 @@ impl HubDiscovery {
             Some(r) => r.qos.reliability != qos.reliability || r.qos.durability != qos.durability,
         };
         if recreate {
-            match TopicReader::start(&self.participant, self.bridges.clone(), topic, &ep.type_name, qos, None) {
+            match TopicReader::start(
+                &self.participant,
+                self.bridges.clone(),
+                topic,
+                &ep.type_name,
+                qos,
+                None,
+            ) {
                 Ok(r) => {
                     // Targets of a replaced reader are re-added by `consider` for each robot.
                     let had = self.readers.insert(topic.to_owned(), r).is_some();
                     if had {
-                        let robots: Vec<String> = self.robots.keys().filter(|n| *n != ns).cloned().collect();
+                        let robots: Vec<String> =
+                            self.robots.keys().filter(|n| *n != ns).cloned().collect();
                         for other in robots {
                             self.decided.remove(&(other.clone(), topic.to_owned()));
                             Box::pin(self.consider(&other, topic)).await;
@@ -631,7 +704,10 @@ impl HubDiscovery {
             return;
         };
         let settings = route_settings(
-            self.settings.topics.iter().find(|t| t.pattern.matches(name.as_str())),
+            self.settings
+                .topics
+                .iter()
+                .find(|t| t.pattern.matches(name.as_str())),
             &qos,
         );
         let spec = OutRouteSpec {
@@ -643,7 +719,11 @@ impl HubDiscovery {
             settings,
             local_name: name.as_str().to_owned(),
         };
-        let _ = robot.handle.commands.send(LinkCommand::AddRoute(spec)).await;
+        let _ = robot
+            .handle
+            .commands
+            .send(LinkCommand::AddRoute(spec))
+            .await;
         reader.add_target(Target {
             link: robot.handle.clone(),
             name: Arc::from(target.as_str()),

@@ -8,12 +8,22 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "bridge", version, about = "Relays chosen ROS 2 topics between robots and a cloud hub over one link")]
+#[command(
+    name = "bridge",
+    version,
+    about = "Relays chosen ROS 2 topics between robots and a cloud hub over one link"
+)]
 struct Cli {
     #[command(subcommand)]
     mode: Mode,
     /// Log format.
-    #[arg(long, value_enum, default_value = "text", env = "BRIDGE_LOG_FORMAT", global = true)]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "BRIDGE_LOG_FORMAT",
+        global = true
+    )]
     log_format: LogFormat,
 }
 

@@ -55,7 +55,11 @@ impl PeerBridges {
         }
         let mut prefix = [0u8; 12];
         prefix.copy_from_slice(&guid[..12]);
-        let new = self.0.write().map(|mut s| s.insert(prefix)).unwrap_or(false);
+        let new = self
+            .0
+            .write()
+            .map(|mut s| s.insert(prefix))
+            .unwrap_or(false);
         if new {
             tracing::info!(participant = %crate::relay::hex(&prefix),
                 "another bridge in this DDS domain: its samples will not be relayed again");
@@ -99,8 +103,7 @@ impl Drop for TopicReader {
 
 /// A hook run on every sample before it is sent (e.g. service reply identity mapping). It
 /// returns where the sample goes: `None` = to every target as is.
-pub type SampleHook =
-    Arc<dyn Fn(&[u8; 16], Bytes) -> Option<Vec<(Arc<str>, Bytes)>> + Send + Sync>;
+pub type SampleHook = Arc<dyn Fn(&[u8; 16], Bytes) -> Option<Vec<(Arc<str>, Bytes)>> + Send + Sync>;
 
 impl TopicReader {
     /// Creates the DDS reader and starts its task.

@@ -28,7 +28,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::http::RouteStatus;
-use crate::link::chunk::{Chunker, ReassemblyLimits, Reassembler, DEFAULT_CHUNK_SIZE};
+use crate::link::chunk::{Chunker, Reassembler, ReassemblyLimits, DEFAULT_CHUNK_SIZE};
 use crate::link::compress::{decompress, Compressor};
 use crate::link::frame::{
     Ack, Announce, Compression, Data, Frame, Reason, ReasonCode, RouteId, RouteKind, RouteQos,
@@ -692,10 +692,12 @@ impl LinkActor {
         self.next_id = self.next_id.checked_add(1)?;
         let shown = self.out_display(&spec);
         let metrics = self.metrics.route(&self.name, &spec.name, Direction::Out);
-        let outbox = spec
-            .settings
-            .reliable
-            .then(|| Outbox::new(self.stream_base.wrapping_add(u64::from(id.0)), spec.settings.outbox));
+        let outbox = spec.settings.reliable.then(|| {
+            Outbox::new(
+                self.stream_base.wrapping_add(u64::from(id.0)),
+                spec.settings.outbox,
+            )
+        });
         tracing::info!(link = %self.name, route = %shown, reliable = spec.settings.reliable,
             store_forward = spec.settings.store_forward, priority = spec.settings.priority,
             "route created");
@@ -748,7 +750,6 @@ impl LinkActor {
         };
         format!("ROS:{} -> {}:{}", spec.local_name, self.name, far)
     }
-
 
     fn on_sample(&mut self, s: Sample) {
         let template_key = (s.name.clone(), s.kind);
@@ -912,7 +913,9 @@ impl LinkActor {
     }
 
     fn on_attach(&mut self, params: SessionParams, peer: Option<String>) {
-        let chunk = DEFAULT_CHUNK_SIZE.min(params.limits.max_chunk_payload()).max(1);
+        let chunk = DEFAULT_CHUNK_SIZE
+            .min(params.limits.max_chunk_payload())
+            .max(1);
         let Ok(chunker) = Chunker::new(chunk) else {
             return;
         };
@@ -1033,7 +1036,10 @@ impl LinkActor {
             if r.outbox.as_ref().is_some_and(|o| a.seq > o.assigned()) {
                 return Err(Reason {
                     code: ReasonCode::Malformed,
-                    message: format!("resume ACK {} for {} beyond its last sequence", a.seq, a.route),
+                    message: format!(
+                        "resume ACK {} for {} beyond its last sequence",
+                        a.seq, a.route
+                    ),
                 });
             }
             self.resume(a.route, Some(a.seq));
@@ -1055,7 +1061,8 @@ impl LinkActor {
     }
 
     fn on_announce(&mut self, a: Announce) -> Result<(), Reason> {
-        if !self.in_routes.contains_key(&a.route) && self.in_routes.len() >= self.limits.max_routes {
+        if !self.in_routes.contains_key(&a.route) && self.in_routes.len() >= self.limits.max_routes
+        {
             return Err(Reason {
                 code: ReasonCode::LimitExceeded,
                 message: format!("more than {} routes", self.limits.max_routes),
@@ -1322,7 +1329,6 @@ fn min_interval(rate: Option<f64>) -> Option<Duration> {
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(365 * 24 * 3600)
 }
-
 
 /// Shared, lockable registry of link snapshots for the status endpoint.
 pub type SnapshotRegistry = Arc<Mutex<BTreeMap<String, watch::Receiver<LinkSnapshot>>>>;

@@ -18,7 +18,10 @@ pub fn route_settings(s: Option<&TopicSettings>, qos: &Qos) -> RouteSettings {
         .and_then(|s| s.reliable)
         .unwrap_or(qos.reliability == Reliability::Reliable);
     RouteSettings {
-        priority: s.and_then(|s| s.priority).unwrap_or(DEFAULT_PRIORITY).min(7),
+        priority: s
+            .and_then(|s| s.priority)
+            .unwrap_or(DEFAULT_PRIORITY)
+            .min(7),
         reliable,
         store_forward: reliable && s.and_then(|s| s.store_forward).unwrap_or(false),
         compression: s.and_then(|s| s.compression).unwrap_or(Compression::None),
@@ -28,7 +31,9 @@ pub fn route_settings(s: Option<&TopicSettings>, qos: &Qos) -> RouteSettings {
             max_messages: s
                 .and_then(|s| s.outbox_messages)
                 .unwrap_or(DEFAULT_OUTBOX_MESSAGES),
-            max_bytes: s.and_then(|s| s.outbox_bytes).unwrap_or(DEFAULT_OUTBOX_BYTES),
+            max_bytes: s
+                .and_then(|s| s.outbox_bytes)
+                .unwrap_or(DEFAULT_OUTBOX_BYTES),
         },
         latched: qos.durability == Durability::TransientLocal,
     }
@@ -75,6 +80,9 @@ mod tests {
         let s = route_settings(None, &Qos::sensor_data());
         assert!(!s.reliable && !s.latched);
         let q = far_qos(&Qos::latched(), 3);
-        assert_eq!(writer_qos(&q), Qos::latched().with_history(History::KeepLast(3)));
+        assert_eq!(
+            writer_qos(&q),
+            Qos::latched().with_history(History::KeepLast(3))
+        );
     }
 }

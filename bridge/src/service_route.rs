@@ -65,8 +65,8 @@ impl ServedService {
         request_type: &str,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let reply_type =
-            response_type(request_type).ok_or_else(|| format!("{request_type} is not a request type"))?;
+        let reply_type = response_type(request_type)
+            .ok_or_else(|| format!("{request_type} is not a request type"))?;
         let rq = name.to_dds_request().map_err(|e| e.to_string())?;
         let rr = name.to_dds_reply().map_err(|e| e.to_string())?;
         let qos = Qos::services();

@@ -9,7 +9,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bridge::link::frame::{Announce, Compression, Durability, Reliability, RouteKind, RouteQos, Token};
+use bridge::link::frame::{
+    Announce, Compression, Durability, Reliability, RouteKind, RouteQos, Token,
+};
 use bridge::link::reliable::OutboxLimits;
 use bridge::metrics::Metrics;
 use bridge::relay::{
@@ -37,7 +39,12 @@ struct Recorder {
 
 impl SinkFactory for Recorder {
     fn open(&self, ctx: &LinkContext, a: &Announce) -> Result<Sink, String> {
-        let local = format!("{}{}#{}", ctx.namespace, a.name, a.source.clone().unwrap_or_default());
+        let local = format!(
+            "{}{}#{}",
+            ctx.namespace,
+            a.name,
+            a.source.clone().unwrap_or_default()
+        );
         let d = self.delivered.clone();
         let tx = self.tx.clone();
         let name = local.clone();
@@ -80,8 +87,16 @@ fn spec(name: &str, s: RouteSettings) -> OutRouteSpec {
         type_name: "std_msgs::msg::dds_::String_".into(),
         request_type: None,
         qos: RouteQos {
-            reliability: if s.reliable { Reliability::Reliable } else { Reliability::BestEffort },
-            durability: if s.latched { Durability::TransientLocal } else { Durability::Volatile },
+            reliability: if s.reliable {
+                Reliability::Reliable
+            } else {
+                Reliability::BestEffort
+            },
+            durability: if s.latched {
+                Durability::TransientLocal
+            } else {
+                Durability::Volatile
+            },
             depth: 1,
         },
         settings: s,
@@ -117,14 +132,31 @@ impl Pair {
         let shutdown = CancellationToken::new();
         let delivered: Delivered = Arc::default();
         let (tx, notify) = mpsc::unbounded_channel();
-        let (edge, erx, _) = LinkActor::new("cloud", Side::Edge, Arc::new(Refuse), metrics.clone(), LinkLimits::default());
+        let (edge, erx, _) = LinkActor::new(
+            "cloud",
+            Side::Edge,
+            Arc::new(Refuse),
+            metrics.clone(),
+            LinkLimits::default(),
+        );
         let eh = edge.handle();
         tokio::spawn(edge.run(erx, shutdown.clone(), None));
-        let rec = Arc::new(Recorder { delivered: delivered.clone(), tx });
-        let (hub, hrx, _) = LinkActor::new("robot1", Side::Hub, rec, metrics, LinkLimits::default());
+        let rec = Arc::new(Recorder {
+            delivered: delivered.clone(),
+            tx,
+        });
+        let (hub, hrx, _) =
+            LinkActor::new("robot1", Side::Hub, rec, metrics, LinkLimits::default());
         let hh = hub.handle();
         tokio::spawn(hub.run(hrx, shutdown.clone(), None));
-        Self { edge: eh, hub: hh, delivered, notify, shutdown, session: None }
+        Self {
+            edge: eh,
+            hub: hh,
+            delivered,
+            notify,
+            shutdown,
+            session: None,
+        }
     }
 
     /// Connects a fresh session (the previous one must be cut).
@@ -132,7 +164,10 @@ impl Pair {
         let (a, b) = tokio::io::duplex(256 * 1024);
         let cancel = self.shutdown.child_token();
         let hub_cfg = HubConfig::new(
-            HubHandshakeConfig { heartbeat: Duration::from_millis(500), ..HubHandshakeConfig::default() },
+            HubHandshakeConfig {
+                heartbeat: Duration::from_millis(500),
+                ..HubHandshakeConfig::default()
+            },
             tokens(),
         );
         let edge_cfg = EdgeConfig::new(EdgeHandshakeConfig::new("robot1", Token::new("tok-1")));
@@ -157,7 +192,12 @@ impl Pair {
                 }
             });
             link.commands
-                .send(LinkCommand::Attach(SessionAttach { params, out, events: rx, peer: None }))
+                .send(LinkCommand::Attach(SessionAttach {
+                    params,
+                    out,
+                    events: rx,
+                    peer: None,
+                }))
                 .await
                 .unwrap();
         }
@@ -221,7 +261,10 @@ async fn store_and_forward_is_exactly_once_in_order_across_cuts() {
     let mut p = Pair::new();
     p.edge
         .commands
-        .send(LinkCommand::AddRoute(spec("/seq", settings(true, true, 4, false))))
+        .send(LinkCommand::AddRoute(spec(
+            "/seq",
+            settings(true, true, 4, false),
+        )))
         .await
         .unwrap();
     p.connect().await;
@@ -257,7 +300,10 @@ async fn best_effort_routes_drop_during_an_outage_and_resume() {
     let mut p = Pair::new();
     p.edge
         .commands
-        .send(LinkCommand::AddRoute(spec("/scan", settings(false, false, 4, false))))
+        .send(LinkCommand::AddRoute(spec(
+            "/scan",
+            settings(false, false, 4, false),
+        )))
         .await
         .unwrap();
     p.connect().await;
@@ -280,7 +326,10 @@ async fn latched_routes_keep_one_writer_per_publisher() {
     let mut p = Pair::new();
     p.edge
         .commands
-        .send(LinkCommand::AddRoute(spec("/tf_static", settings(true, false, 4, true))))
+        .send(LinkCommand::AddRoute(spec(
+            "/tf_static",
+            settings(true, false, 4, true),
+        )))
         .await
         .unwrap();
     p.connect().await;
@@ -304,12 +353,18 @@ async fn an_urgent_message_overtakes_a_bulk_one() {
     let mut p = Pair::new();
     p.edge
         .commands
-        .send(LinkCommand::AddRoute(spec("/points", settings(true, false, 7, false))))
+        .send(LinkCommand::AddRoute(spec(
+            "/points",
+            settings(true, false, 7, false),
+        )))
         .await
         .unwrap();
     p.edge
         .commands
-        .send(LinkCommand::AddRoute(spec("/cmd_vel", settings(true, false, 0, false))))
+        .send(LinkCommand::AddRoute(spec(
+            "/cmd_vel",
+            settings(true, false, 0, false),
+        )))
         .await
         .unwrap();
     p.connect().await;
@@ -319,7 +374,11 @@ async fn an_urgent_message_overtakes_a_bulk_one() {
     tokio::time::sleep(Duration::from_millis(1)).await;
     p.publish("/cmd_vel", 1, cdr(2)).await;
     let got = p.wait_delivered(2).await;
-    assert!(got[0].0.ends_with("/cmd_vel#"), "cmd_vel first: {:?}", got.iter().map(|g| &g.0).collect::<Vec<_>>());
+    assert!(
+        got[0].0.ends_with("/cmd_vel#"),
+        "cmd_vel first: {:?}",
+        got.iter().map(|g| &g.0).collect::<Vec<_>>()
+    );
     p.shutdown.cancel();
 }
 
@@ -328,7 +387,11 @@ async fn rate_limit_downsamples() {
     let mut p = Pair::new();
     let mut s = settings(false, false, 4, false);
     s.max_rate_hz = Some(5.0);
-    p.edge.commands.send(LinkCommand::AddRoute(spec("/cam", s))).await.unwrap();
+    p.edge
+        .commands
+        .send(LinkCommand::AddRoute(spec("/cam", s)))
+        .await
+        .unwrap();
     p.connect().await;
     let start = Instant::now();
     let mut n = 0;
@@ -339,6 +402,9 @@ async fn rate_limit_downsamples() {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let got = p.delivered.lock().unwrap().len();
-    assert!((4..=7).contains(&got), "{got} delivered of {n} at 5 Hz over 1 s");
+    assert!(
+        (4..=7).contains(&got),
+        "{got} delivered of {n} at 5 Hz over 1 s"
+    );
     p.shutdown.cancel();
 }
