@@ -393,6 +393,8 @@ pub struct UpstreamSpec<'a> {
     pub down: Vec<&'a str>,
     /// `services.serve.allow`.
     pub serve: Vec<&'a str>,
+    /// `services.call.allow`.
+    pub call: Vec<&'a str>,
     /// Up topics that get `store_forward: true` (one `up.topics` entry each).
     pub store_forward: Vec<&'a str>,
 }
@@ -456,6 +458,8 @@ pub fn edge_yaml_with(robot: &str, upstreams: &[UpstreamSpec<'_>], extra: &str) 
         let _ = writeln!(s, "    services:");
         let _ = writeln!(s, "      serve:");
         let _ = writeln!(s, "        allow: {}", yaml_list(&u.serve));
+        let _ = writeln!(s, "      call:");
+        let _ = writeln!(s, "        allow: {}", yaml_list(&u.call));
     }
     s.push_str(extra);
     if !s.ends_with('\n') {

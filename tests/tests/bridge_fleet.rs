@@ -814,3 +814,109 @@ fn service_call_through_the_bridge() {
         Ok(())
     });
 }
+
+/// Robot clients calling cloud servers: one under the robot's namespace (`/robot1/plan` is
+/// `/plan` for robot1), one shared with the fleet (`/fleet/where`). robot2 may call the shared
+/// one but never sees robot1's `/plan`.
+#[test]
+fn robots_call_cloud_services() {
+    run("cloud_services", &["robot1", "robot2"], |c| {
+        let _hub = start_hub(
+            &c.fleet,
+            &c.hub1_yaml(
+                &[("robot1", "/robot1", TOK1), ("robot2", "/robot2", TOK2)],
+                &["/fleet/where"],
+            ),
+            &c.dir,
+        )?;
+        let mut edges = Vec::new();
+        for (robot, tok, port) in [("robot1", TOK1, 19180), ("robot2", TOK2, 19182)] {
+            let mut e = c.edge(
+                c.ns(robot),
+                robot,
+                &[UpstreamSpec {
+                    call: vec!["/plan", "/fleet/where"],
+                    ..UpstreamSpec::to_hub("cloud", HUB_PORT, tok)
+                }],
+                port,
+            )?;
+            wait_connected(&mut e, "cloud")?;
+            edges.push(e);
+        }
+        let script = peer_script("ros2service.py");
+        let ty = "example_interfaces/srv/AddTwoInts";
+        let server = |service: &str, count: &str| {
+            spawn_in(
+                c.fleet.cloud(),
+                &c.py,
+                &[
+                    &script,
+                    "server",
+                    "--service",
+                    service,
+                    "--type",
+                    ty,
+                    "--domain",
+                    CLOUD_DOMAIN,
+                    "--count",
+                    count,
+                    "--timeout",
+                    "120",
+                ],
+                &[],
+            )
+        };
+        let mut plan = server("/robot1/plan", "3")?;
+        let mut where_ = server("/fleet/where", "4")?;
+        plan.wait_stderr("READY", T)?;
+        where_.wait_stderr("READY", T)?;
+        let client = |robot: &str, service: &str, calls: &str, wait: &str| {
+            spawn_in(
+                c.ns(robot),
+                &c.py,
+                &[
+                    &script,
+                    "client",
+                    "--service",
+                    service,
+                    "--type",
+                    ty,
+                    "--domain",
+                    ROBOT_DOMAIN,
+                    "--calls",
+                    calls,
+                    "--a",
+                    "7",
+                    "--b",
+                    "5",
+                    "--timeout",
+                    "20",
+                    "--wait-server",
+                    wait,
+                ],
+                &[],
+            )
+        };
+        let mut c1 = client("robot1", "/plan", "3", "60")?;
+        for r in samples(&c1, 3)? {
+            ensure!(r["sum"] == 12, "robot1 /plan: {r}");
+        }
+        c1.wait_success(T)?;
+        for robot in ["robot1", "robot2"] {
+            let mut cl = client(robot, "/fleet/where", "2", "60")?;
+            for r in samples(&cl, 2)? {
+                ensure!(r["sum"] == 12, "{robot} /fleet/where: {r}");
+            }
+            cl.wait_success(T)?;
+        }
+        // robot2 has no /plan: robot1's /robot1/plan is not offered to it.
+        let mut c2 = client("robot2", "/plan", "1", "10")?;
+        ensure!(
+            c2.wait_success(T).is_err(),
+            "robot2 reached robot1's /plan service"
+        );
+        plan.wait_success(T)?;
+        where_.wait_success(T)?;
+        Ok(())
+    });
+}
