@@ -113,7 +113,7 @@ fn run(dir: &Path, py: &Path) -> Result<()> {
     let ns1 = &fleet.robot("robot1").ns;
     let ns2 = &fleet.robot("robot2").ns;
     let mut e1 = start_bridge(ns1, "edge", "edge-robot1", &r1_yaml, dir, &[])?;
-    let mut e2 = start_bridge(ns2, "edge", "edge-robot2", &r2_yaml, dir, &[])?;
+    let e2 = start_bridge(ns2, "edge", "edge-robot2", &r2_yaml, dir, &[])?;
     e1.wait_log("session established", T)
         .context("robot1 (with a client certificate) never connected")?;
     hub.wait_log("TLS handshake failed", T)
