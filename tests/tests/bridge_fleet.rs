@@ -920,3 +920,67 @@ fn robots_call_cloud_services() {
         Ok(())
     });
 }
+
+/// Two bridges in one DDS domain never relay each other's writes (the loop rule): on robot1's
+/// host, edge A writes the cloud's `/robot1/cmd` as `/cmd`; edge B (identity robot1b) relays
+/// `/cmd` up, but not A's samples, only those of a real publisher.
+#[test]
+fn two_bridges_in_one_domain_do_not_echo() {
+    run("two_bridges", &["robot1"], |c| {
+        let _hub = start_hub(
+            &c.fleet,
+            &c.hub1_yaml(
+                &[("robot1", "/robot1", TOK1), ("robot1b", "/robot1b", TOK2)],
+                &[],
+            ),
+            &c.dir,
+        )?;
+        let ns1 = c.ns("robot1");
+        let mut a = c.edge(
+            ns1,
+            "robot1",
+            &[UpstreamSpec {
+                down: vec!["/cmd"],
+                ..UpstreamSpec::to_hub("cloud", HUB_PORT, TOK1)
+            }],
+            19180,
+        )?;
+        let mut b = c.edge(
+            ns1,
+            "robot1b",
+            &[UpstreamSpec {
+                up: vec!["/cmd"],
+                ..UpstreamSpec::to_hub("cloud", HUB_PORT, TOK2)
+            }],
+            19182,
+        )?;
+        wait_connected(&mut a, "cloud")?;
+        wait_connected(&mut b, "cloud")?;
+        let cloud = c.fleet.cloud();
+        // The cloud commands robot1; edge A writes /cmd on the robot.
+        let echo = c.quiet_sub(cloud, CLOUD_DOMAIN, "rt/robot1b/cmd", STRING)?;
+        let local = c.sub(ns1, ROBOT_DOMAIN, "rt/cmd", STRING, 3, &[])?;
+        let cmds: Vec<Value> = (0..3).map(|i| string(&format!("cmd {i}"))).collect();
+        let mut cmd_pub = c.gated_pub(cloud, CLOUD_DOMAIN, "rt/robot1/cmd", STRING, &cmds, &[])?;
+        go(&mut cmd_pub, &[&local])?;
+        ensure!(
+            samples(&local, 3)? == cmds,
+            "robot1 did not get its commands"
+        );
+        assert_quiet(&echo, "edge B relayed edge A's writes")?;
+        ensure!(
+            b.log().contains("another bridge in this DDS domain"),
+            "edge B did not recognise edge A"
+        );
+        // A real publisher on /cmd is relayed by B as usual.
+        let real_sub = c.sub(cloud, CLOUD_DOMAIN, "rt/robot1b/cmd", STRING, 2, &[])?;
+        let vals: Vec<Value> = (0..2).map(|i| string(&format!("real {i}"))).collect();
+        let mut real_pub = c.gated_pub(ns1, ROBOT_DOMAIN, "rt/cmd", STRING, &vals, &[])?;
+        go(&mut real_pub, &[&real_sub])?;
+        ensure!(
+            samples(&real_sub, 2)? == vals,
+            "edge B did not relay a real publisher"
+        );
+        Ok(())
+    });
+}
