@@ -291,8 +291,14 @@ struct InRoute {
     display: String,
 }
 
+/// Messages queued towards one sink (a DDS writer task per in-route, so a slow 4 MiB write
+/// never holds back a small message of another route).
+const SINK_QUEUE: usize = 16;
+
 struct SinkEntry {
-    sink: Sink,
+    queue: mpsc::Sender<Bytes>,
+    task: tokio::task::JoinHandle<()>,
+    failed: Arc<std::sync::atomic::AtomicU64>,
     messages: u64,
     bytes: u64,
     dropped: u64,
@@ -300,6 +306,49 @@ struct SinkEntry {
     display: String,
     reliable: bool,
     type_name: String,
+}
+
+impl Drop for SinkEntry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl SinkEntry {
+    /// Starts the sink's writer task.
+    fn start(
+        sink: Sink,
+        metrics: RouteMetrics,
+        display: String,
+        reliable: bool,
+        type_name: String,
+    ) -> Self {
+        let (queue, mut rx) = mpsc::channel::<Bytes>(SINK_QUEUE);
+        let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (m, f, shown) = (metrics.clone(), failed.clone(), display.clone());
+        let task = tokio::spawn(async move {
+            let mut sink = sink;
+            while let Some(p) = rx.recv().await {
+                if let Err(e) = (sink.deliver)(p).await {
+                    tracing::warn!(route = %shown, error = %e, "delivery failed");
+                    m.dropped(DropReason::DdsWrite, 1);
+                    f.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        Self {
+            queue,
+            task,
+            failed,
+            messages: 0,
+            bytes: 0,
+            dropped: 0,
+            metrics,
+            display,
+            reliable,
+            type_name,
+        }
+    }
 }
 
 struct Session {
@@ -1091,16 +1140,7 @@ impl LinkActor {
                     let metrics = self.metrics.route(&self.name, &a.name, Direction::In);
                     self.sinks.insert(
                         key.clone(),
-                        SinkEntry {
-                            sink,
-                            messages: 0,
-                            bytes: 0,
-                            dropped: 0,
-                            metrics,
-                            display: shown,
-                            reliable: a.reliable,
-                            type_name: a.type_name.clone(),
-                        },
+                        SinkEntry::start(sink, metrics, shown, a.reliable, a.type_name.clone()),
                     );
                 }
                 Err(why) => {
@@ -1217,17 +1257,21 @@ impl LinkActor {
             msg.payload
         };
         let len = payload.len();
-        match (entry.sink.deliver)(payload).await {
-            Ok(()) => {
-                entry.messages += 1;
-                entry.bytes += len as u64;
-                entry.metrics.message(len);
+        let queued = match entry.queue.try_send(payload) {
+            Ok(()) => true,
+            // Reliable: wait for room (backpressure on this link); best effort: drop.
+            Err(mpsc::error::TrySendError::Full(p)) if reliable => {
+                entry.queue.send(p).await.is_ok()
             }
-            Err(e) => {
-                tracing::warn!(link = %self.name, route = %entry.display, error = %e, "delivery failed");
-                entry.metrics.dropped(DropReason::DdsWrite, 1);
-                entry.dropped += 1;
-            }
+            Err(_) => false,
+        };
+        if queued {
+            entry.messages += 1;
+            entry.bytes += len as u64;
+            entry.metrics.message(len);
+        } else {
+            entry.metrics.dropped(DropReason::QueueFull, 1);
+            entry.dropped += 1;
         }
         if reliable {
             self.note_ack(id);
@@ -1297,8 +1341,8 @@ impl LinkActor {
                 priority: 0,
                 messages: e.messages,
                 bytes: e.bytes,
-                dropped: e.dropped,
-                queue_depth: 0,
+                dropped: e.dropped + e.failed.load(std::sync::atomic::Ordering::Relaxed),
+                queue_depth: (SINK_QUEUE - e.queue.capacity()) as u64,
             });
         }
         let snap = LinkSnapshot {

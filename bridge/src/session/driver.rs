@@ -191,6 +191,27 @@ async fn receive<T: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// Frames written before one flush, at most.
+const MAX_BATCH: usize = 64;
+
+/// Queues one frame for writing; a frame over the negotiated limits is dropped and logged
+/// (the codec wrote nothing of it), an I/O error ends the batch.
+async fn feed_one<T: AsyncRead + AsyncWrite + Unpin>(
+    link: &mut Link<T>,
+    f: Frame,
+    session: &str,
+    side: &'static str,
+) -> Result<(), CodecError> {
+    let kind = f.kind();
+    match link.feed(f).await {
+        Err(CodecError::Frame(e)) => {
+            tracing::warn!(%session, side, ?kind, error = %e, "outgoing frame dropped");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 /// Writes a last frame (best effort, within [`CLOSE_GRACE`]) and shuts the write side.
 async fn send_final<T: AsyncRead + AsyncWrite + Unpin>(link: &mut Link<T>, frame: Frame) {
     let kind = frame.kind();
@@ -398,23 +419,28 @@ async fn drive<T: AsyncRead + AsyncWrite + Unpin>(
         code: ReasonCode::Shutdown,
         message: format!("{side} shutting down"),
     });
+    let mut deferred: Option<Frame> = None;
     loop {
-        let step = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => Step::Cancelled,
-            permit = channels.incoming.reserve(), if pending.is_some() => match permit {
-                Ok(permit) => {
-                    if let Some(ev) = pending.take() {
-                        permit.send(ev);
+        let step = if let Some(f) = deferred.take() {
+            Step::Outgoing(Some(f))
+        } else {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => Step::Cancelled,
+                permit = channels.incoming.reserve(), if pending.is_some() => match permit {
+                    Ok(permit) => {
+                        if let Some(ev) = pending.take() {
+                            permit.send(ev);
+                        }
+                        Step::Delivered
                     }
-                    Step::Delivered
-                }
-                Err(_) => Step::CallerGone,
-            },
-            r = receive(&mut link), if pending.is_none() => Step::Incoming(r),
-            _ = sleep_until(last_received + dead_after), if pending.is_none() => Step::PeerDead,
-            f = channels.outgoing.recv() => Step::Outgoing(f),
-            _ = sleep_until(last_sent + interval) => Step::HeartbeatDue,
+                    Err(_) => Step::CallerGone,
+                },
+                r = receive(&mut link), if pending.is_none() => Step::Incoming(r),
+                _ = sleep_until(last_received + dead_after), if pending.is_none() => Step::PeerDead,
+                f = channels.outgoing.recv() => Step::Outgoing(f),
+                _ = sleep_until(last_sent + interval) => Step::HeartbeatDue,
+            }
         };
         let to_send = match step {
             Step::Cancelled | Step::CallerGone | Step::Outgoing(None) => {
@@ -486,10 +512,33 @@ async fn drive<T: AsyncRead + AsyncWrite + Unpin>(
             },
         };
         let kind = to_send.kind();
-        match timeout(dead_after, link.send(to_send)).await {
+        // Frames already waiting go out with this one, in one flush (one write for many
+        // small messages); a CLOSE or misplaced frame waits for the next turn of the loop.
+        let written = timeout(dead_after, async {
+            feed_one(&mut link, to_send, &session, side).await?;
+            for _ in 0..MAX_BATCH {
+                match channels.outgoing.try_recv() {
+                    Ok(
+                        f @ (Frame::Announce(_)
+                        | Frame::Withdraw(_)
+                        | Frame::Data(_)
+                        | Frame::Ack(_)),
+                    ) => {
+                        feed_one(&mut link, f, &session, side).await?;
+                    }
+                    Ok(other) => {
+                        deferred = Some(other);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            SinkExt::<Frame>::flush(&mut link).await
+        })
+        .await;
+        match written {
             Ok(Ok(())) => last_sent = Instant::now(),
             Ok(Err(CodecError::Io(e))) => return Err(e.into()),
-            // The codec wrote nothing: the caller's frame exceeds the negotiated limits.
             Ok(Err(CodecError::Frame(e))) => {
                 tracing::warn!(%session, side, ?kind, error = %e, "outgoing frame dropped");
             }
