@@ -1267,77 +1267,6 @@ async fn scale_measure(
     result.map(|r| (r, notes))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn small_payload_is_a_valid_uint8_multi_array_with_its_stamp() {
-        let reg = Registry::bundled();
-        let layout = reg.layout_of("std_msgs/msg/UInt8MultiArray").unwrap();
-        assert_eq!(layout.dds_type_name(), SMALL_TYPE);
-        for size in [64, 100, 256] {
-            let p = small_payload(42, size);
-            assert_eq!(p.len(), size);
-            let Value::Struct(f) = cdr::decode(&layout, &p).unwrap() else {
-                panic!("not a struct")
-            };
-            let Value::Bytes(data) = &f[1].1 else {
-                panic!("data is {:?}", f[1].1)
-            };
-            assert_eq!(data.len(), size - SMALL_DATA_AT);
-            assert_eq!(&data[..8], &42u64.to_le_bytes());
-            let (seq, t) = stamp_at(&p, SMALL_DATA_AT).unwrap();
-            assert_eq!(seq, 42);
-            assert!(t <= now_ns());
-        }
-    }
-
-    #[test]
-    fn cloud_template_is_a_valid_point_cloud_with_its_stamp_in_data() {
-        let tpl = CloudTemplate::new(1 << 20).unwrap();
-        assert_eq!(tpl.type_name, "sensor_msgs::msg::dds_::PointCloud2_");
-        assert!(tpl.bytes.len() <= 1 << 20 && tpl.bytes.len() > (1 << 20) - 64);
-        let s = tpl.sample(7);
-        let reg = Registry::bundled();
-        let layout = reg.layout_of("sensor_msgs/msg/PointCloud2").unwrap();
-        let v = cdr::decode(&layout, &s).unwrap();
-        let Value::Struct(f) = v else { panic!() };
-        let data = f.iter().find(|(n, _)| &**n == "data").unwrap();
-        let Value::Bytes(d) = &data.1 else { panic!() };
-        assert_eq!(&d[..8], &7u64.to_le_bytes());
-        assert_eq!(stamp_at(&s, tpl.data_at).unwrap().0, 7);
-        let width = f.iter().find(|(n, _)| &**n == "width").unwrap();
-        assert_eq!(width.1, Value::U32((d.len() / 16) as u32));
-    }
-
-    #[test]
-    fn generated_configs_validate() {
-        let h = bridge::config::HubConfig::from_yaml_str(&scale_hub_yaml(12, 17447, 19181, 200))
-            .unwrap();
-        h.validate().unwrap();
-        assert_eq!(h.token_table(|_| None).unwrap().len(), 200);
-        let h = bridge::config::HubConfig::from_yaml_str(&hub_yaml_one(11)).unwrap();
-        h.validate().unwrap();
-        let e = bridge::config::EdgeConfig::from_yaml_str(&edge_yaml(
-            10,
-            "127.0.0.1:17447".parse().unwrap(),
-        ))
-        .unwrap();
-        e.validate().unwrap();
-    }
-
-    #[test]
-    fn metrics_sum_counts_only_link_to_dds_messages() {
-        let text = "# HELP x\n\
-            bridge_route_messages_total{link=\"sim0\",route=\"/sim0/a\",direction=\"in\"} 10\n\
-            bridge_route_messages_total{link=\"sim1\",route=\"/sim1/a\",direction=\"in\"} 5\n\
-            bridge_route_messages_total{link=\"sim1\",route=\"/x\",direction=\"out\"} 100\n\
-            bridge_route_bytes_total{link=\"sim1\",route=\"/sim1/a\",direction=\"in\"} 7\n";
-        assert_eq!(messages_in(text), 15);
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // 4b. The link alone: what the bridge's scheduling controls, without DDS on either side.
 
@@ -1545,4 +1474,75 @@ async fn link_only(plan: Plan) -> Result<Vec<Row>> {
             "",
         ),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_payload_is_a_valid_uint8_multi_array_with_its_stamp() {
+        let reg = Registry::bundled();
+        let layout = reg.layout_of("std_msgs/msg/UInt8MultiArray").unwrap();
+        assert_eq!(layout.dds_type_name(), SMALL_TYPE);
+        for size in [64, 100, 256] {
+            let p = small_payload(42, size);
+            assert_eq!(p.len(), size);
+            let Value::Struct(f) = cdr::decode(&layout, &p).unwrap() else {
+                panic!("not a struct")
+            };
+            let Value::Bytes(data) = &f[1].1 else {
+                panic!("data is {:?}", f[1].1)
+            };
+            assert_eq!(data.len(), size - SMALL_DATA_AT);
+            assert_eq!(&data[..8], &42u64.to_le_bytes());
+            let (seq, t) = stamp_at(&p, SMALL_DATA_AT).unwrap();
+            assert_eq!(seq, 42);
+            assert!(t <= now_ns());
+        }
+    }
+
+    #[test]
+    fn cloud_template_is_a_valid_point_cloud_with_its_stamp_in_data() {
+        let tpl = CloudTemplate::new(1 << 20).unwrap();
+        assert_eq!(tpl.type_name, "sensor_msgs::msg::dds_::PointCloud2_");
+        assert!(tpl.bytes.len() <= 1 << 20 && tpl.bytes.len() > (1 << 20) - 64);
+        let s = tpl.sample(7);
+        let reg = Registry::bundled();
+        let layout = reg.layout_of("sensor_msgs/msg/PointCloud2").unwrap();
+        let v = cdr::decode(&layout, &s).unwrap();
+        let Value::Struct(f) = v else { panic!() };
+        let data = f.iter().find(|(n, _)| &**n == "data").unwrap();
+        let Value::Bytes(d) = &data.1 else { panic!() };
+        assert_eq!(&d[..8], &7u64.to_le_bytes());
+        assert_eq!(stamp_at(&s, tpl.data_at).unwrap().0, 7);
+        let width = f.iter().find(|(n, _)| &**n == "width").unwrap();
+        assert_eq!(width.1, Value::U32((d.len() / 16) as u32));
+    }
+
+    #[test]
+    fn generated_configs_validate() {
+        let h = bridge::config::HubConfig::from_yaml_str(&scale_hub_yaml(12, 17447, 19181, 200))
+            .unwrap();
+        h.validate().unwrap();
+        assert_eq!(h.token_table(|_| None).unwrap().len(), 200);
+        let h = bridge::config::HubConfig::from_yaml_str(&hub_yaml_one(11)).unwrap();
+        h.validate().unwrap();
+        let e = bridge::config::EdgeConfig::from_yaml_str(&edge_yaml(
+            10,
+            "127.0.0.1:17447".parse().unwrap(),
+        ))
+        .unwrap();
+        e.validate().unwrap();
+    }
+
+    #[test]
+    fn metrics_sum_counts_only_link_to_dds_messages() {
+        let text = "# HELP x\n\
+            bridge_route_messages_total{link=\"sim0\",route=\"/sim0/a\",direction=\"in\"} 10\n\
+            bridge_route_messages_total{link=\"sim1\",route=\"/sim1/a\",direction=\"in\"} 5\n\
+            bridge_route_messages_total{link=\"sim1\",route=\"/x\",direction=\"out\"} 100\n\
+            bridge_route_bytes_total{link=\"sim1\",route=\"/sim1/a\",direction=\"in\"} 7\n";
+        assert_eq!(messages_in(text), 15);
+    }
 }
