@@ -15,10 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::FutureExt;
-use ros2::dds::{
-    DdsError, DiscoveryEvent, Durability, Endpoint, History, Participant, Qos, RawWriter,
-    Reliability,
-};
+use ros2::dds::{DdsError, DiscoveryEvent, Durability, Endpoint, Participant, Qos, RawWriter};
 use ros2::names::{DdsTopic, RosName};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -32,7 +29,7 @@ use crate::relay::{
     LinkActor, LinkCommand, LinkContext, LinkHandle, LinkLimits, LinkSnapshot, OutRouteSpec,
     SessionAttach, Side, Sink, SinkFactory,
 };
-use crate::routing::{far_qos, route_settings, writer_qos};
+use crate::routing::{far_qos, reader_qos, route_settings, writer_qos};
 use crate::service_route::{expire_all, proxy_sink, ServedService, ServedServices};
 use crate::session::{
     run_edge_session, EdgeConfig as SessionEdgeConfig, SessionChannels, SessionEvent,
@@ -518,23 +515,7 @@ impl Discovery {
 
     /// The QoS the local reader needs to match every known publisher of `topic`.
     fn reader_qos(&self, topic: &str) -> Qos {
-        let ws = self.writers.get(topic);
-        let all =
-            |f: &dyn Fn(&Endpoint) -> bool| ws.is_some_and(|w| !w.is_empty() && w.values().all(f));
-        let reliable = all(&|e| e.qos.reliability == Reliability::Reliable);
-        let latched = all(&|e| e.qos.durability == Durability::TransientLocal);
-        Qos::ros_default()
-            .with_reliability(if reliable {
-                Reliability::Reliable
-            } else {
-                Reliability::BestEffort
-            })
-            .with_durability(if latched {
-                Durability::TransientLocal
-            } else {
-                Durability::Volatile
-            })
-            .with_history(History::KeepLast(if reliable { 1000 } else { 100 }))
+        reader_qos(self.writers.get(topic))
     }
 
     async fn route_topic(&mut self, ep: &Endpoint, name: &str) {

@@ -18,9 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ros2::dds::{
-    DdsError, DiscoveryEvent, Durability, Endpoint, History, Participant, Qos, Reliability,
-};
+use ros2::dds::{DdsError, DiscoveryEvent, Endpoint, Participant, Qos};
 use ros2::names::{DdsTopic, Namespace, RosName};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -38,7 +36,7 @@ use crate::relay::{
     LinkActor, LinkCommand, LinkContext, LinkHandle, LinkLimits, LinkSnapshot, OutRouteSpec,
     SessionAttach, Side, Sink, SinkFactory,
 };
-use crate::routing::{far_qos, route_settings, writer_qos};
+use crate::routing::{far_qos, reader_qos, route_settings, writer_qos};
 use crate::service_route::{expire_all, proxy_sink, ServedService, ServedServices};
 use crate::session::{
     run_hub_session, HubConfig as SessionHubConfig, HubHandshakeConfig, SessionChannels,
@@ -614,23 +612,7 @@ impl HubDiscovery {
     }
 
     fn reader_qos(&self, topic: &str) -> Qos {
-        let ws = self.writers.get(topic);
-        let all =
-            |f: &dyn Fn(&Endpoint) -> bool| ws.is_some_and(|w| !w.is_empty() && w.values().all(f));
-        let reliable = all(&|e| e.qos.reliability == Reliability::Reliable);
-        let latched = all(&|e| e.qos.durability == Durability::TransientLocal);
-        Qos::ros_default()
-            .with_reliability(if reliable {
-                Reliability::Reliable
-            } else {
-                Reliability::BestEffort
-            })
-            .with_durability(if latched {
-                Durability::TransientLocal
-            } else {
-                Durability::Volatile
-            })
-            .with_history(History::KeepLast(if reliable { 1000 } else { 100 }))
+        reader_qos(self.writers.get(topic))
     }
 
     /// Should this cloud topic go down to this robot? Logs the decision once.

@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -550,10 +550,8 @@ impl LinkActor {
                         self.on_attach(a.params, a.peer);
                     }
                     Some(cmd) => self.on_command(cmd),
-                    None => {
-                        // Only our own handle is left when the owner dropped the link.
-                        break;
-                    }
+                    // Not while the actor holds its own handle; kept for completeness.
+                    None => break,
                 },
                 ev = recv_opt(&mut events) => match ev {
                     Some(Some(SessionEvent::Frame(f))) => {
@@ -1373,6 +1371,3 @@ fn min_interval(rate: Option<f64>) -> Option<Duration> {
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(365 * 24 * 3600)
 }
-
-/// Shared, lockable registry of link snapshots for the status endpoint.
-pub type SnapshotRegistry = Arc<Mutex<BTreeMap<String, watch::Receiver<LinkSnapshot>>>>;

@@ -1,6 +1,8 @@
 //! How a route is carried: from the operator's per-topic settings and the publisher's QoS.
 
-use ros2::dds::{Durability, History, Qos, Reliability};
+use std::collections::HashMap;
+
+use ros2::dds::{Durability, Endpoint, History, Qos, Reliability};
 
 use crate::config::TopicSettings;
 use crate::link::frame::{self, Compression, RouteQos};
@@ -37,6 +39,28 @@ pub fn route_settings(s: Option<&TopicSettings>, qos: &Qos) -> RouteSettings {
         },
         latched: qos.durability == Durability::TransientLocal,
     }
+}
+
+/// The QoS of the bridge's reader of a topic, so that it matches every known publisher:
+/// reliable only if all are, transient local only if all are; a deep history (the bridge's
+/// reader is drained at once, the depth only absorbs bursts).
+pub fn reader_qos(writers: Option<&HashMap<[u8; 16], Endpoint>>) -> Qos {
+    let all =
+        |f: &dyn Fn(&Endpoint) -> bool| writers.is_some_and(|w| !w.is_empty() && w.values().all(f));
+    let reliable = all(&|e| e.qos.reliability == Reliability::Reliable);
+    let latched = all(&|e| e.qos.durability == Durability::TransientLocal);
+    Qos::ros_default()
+        .with_reliability(if reliable {
+            Reliability::Reliable
+        } else {
+            Reliability::BestEffort
+        })
+        .with_durability(if latched {
+            Durability::TransientLocal
+        } else {
+            Durability::Volatile
+        })
+        .with_history(History::KeepLast(if reliable { 1000 } else { 100 }))
 }
 
 /// The QoS announced for the far side's endpoint.
