@@ -106,6 +106,7 @@ fn spec(name: &str, s: RouteSettings) -> OutRouteSpec {
 
 struct Pair {
     edge: LinkHandle,
+    edge_state: tokio::sync::watch::Receiver<bridge::relay::LinkSnapshot>,
     hub: LinkHandle,
     delivered: Delivered,
     notify: mpsc::UnboundedReceiver<()>,
@@ -132,7 +133,7 @@ impl Pair {
         let shutdown = CancellationToken::new();
         let delivered: Delivered = Arc::default();
         let (tx, notify) = mpsc::unbounded_channel();
-        let (edge, erx, _) = LinkActor::new(
+        let (edge, erx, edge_state) = LinkActor::new(
             "cloud",
             Side::Edge,
             Arc::new(Refuse),
@@ -151,6 +152,7 @@ impl Pair {
         tokio::spawn(hub.run(hrx, shutdown.clone(), None));
         Self {
             edge: eh,
+            edge_state,
             hub: hh,
             delivered,
             notify,
@@ -202,6 +204,17 @@ impl Pair {
                 .unwrap();
         }
         self.session = Some(cancel);
+    }
+
+    /// Waits until the edge link is (not) attached to a session.
+    async fn wait_attached(&mut self, attached: bool) {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            self.edge_state.wait_for(|s| s.connected == attached),
+        )
+        .await
+        .expect("edge link state")
+        .expect("edge link alive");
     }
 
     fn cut(&mut self) {
@@ -310,10 +323,10 @@ async fn best_effort_routes_drop_during_an_outage_and_resume() {
     p.publish("/scan", 1, cdr(1)).await;
     p.wait_delivered(1).await;
     p.cut();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    p.wait_attached(false).await;
     p.publish("/scan", 1, cdr(2)).await; // dropped: not connected
     p.connect().await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    p.wait_attached(true).await;
     p.publish("/scan", 1, cdr(3)).await;
     let got = p.wait_delivered(2).await;
     let seqs: Vec<u64> = got.iter().map(|(_, p)| seq_of(p)).collect();
