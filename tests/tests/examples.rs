@@ -38,10 +38,15 @@ fn example_robot_parses_and_every_property_resolves() {
 }
 
 fn validate(objects: &[std::path::PathBuf]) -> (bool, String) {
-    let py = require("python venv", python()).expect("checked by the caller");
     let crds = shared_kubeedge()
         .expect("checked by the caller")
         .join("crds");
+    validate_with(&crds, objects)
+}
+
+/// Validates `objects` against the CRDs in `crds` (a directory or file).
+fn validate_with(crds: &std::path::Path, objects: &[std::path::PathBuf]) -> (bool, String) {
+    let py = require("python venv", python()).expect("checked by the caller");
     let out = Command::new(py)
         .arg(python_dir().join("validate_crd.py"))
         .arg("--crds")
@@ -98,4 +103,42 @@ fn examples_validate_against_kubeedge_crds() {
     assert!(!ok, "{out}");
     assert!(out.contains("'REAL' is not one of"), "{out}");
     assert!(out.contains("deviceModelReference"), "{out}");
+}
+
+/// The CRDs the bundle generates (`manifests/crds`, from `mapper_core::model`) accept the
+/// bundle's example and KubeEdge's own examples, and reject a malformed Device.
+#[test]
+fn examples_validate_against_the_generated_crds() {
+    if require("python venv", python()).is_none() {
+        return;
+    }
+    let crds = workspace_root().join("manifests/crds");
+    let mut objects = vec![example()];
+    // KubeEdge's own examples when ../shared is there (CI); the bundle's example alone elsewhere.
+    if let Some(shared) = require("../shared/kubeedge", shared_kubeedge()) {
+        for f in [
+            "new-counter-demo_counter-instance.yaml",
+            "new-counter-demo_counter-model.yaml",
+        ] {
+            objects.push(shared.join("examples").join(f));
+        }
+    }
+    let (ok, out) = validate_with(&crds, &objects);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Device robot1 against devices.kubeedge.io_devices.yaml"),
+        "{out}"
+    );
+    assert!(out.contains("DeviceModel"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    let text = std::fs::read_to_string(example()).unwrap().replacen(
+        "  nodeName:",
+        "  nodeName: [1, 2]\n  x-old-nodeName:",
+        1,
+    );
+    std::fs::write(&bad, text).unwrap();
+    let (ok, out) = validate_with(&crds, &[bad]);
+    assert!(!ok, "a list as nodeName passed the generated schema: {out}");
 }
