@@ -131,6 +131,10 @@ impl Env {
         // Both sides must have matched: the writer its reader, the reader its writer.
         publ.wait_stderr("WAITING", T)?;
         sub.wait_stderr("MATCHED", T)?;
+        // Both ends report a match before the remote reader's proxy is complete on a loaded
+        // machine (seen once in CI: rustdds got every ACK, Cyclone delivered 4 of 5); the same
+        // settle the bridge tests use after a match, for a state no peer reports.
+        std::thread::sleep(std::time::Duration::from_millis(500));
         publ.send_line("go")?;
         let lines = sub.read_lines(n, T)?;
         check_values(case, &lines)?;
