@@ -10,8 +10,10 @@
 //! 2. 4 MiB `sensor_msgs/msg/PointCloud2` samples at 30 Hz.
 //! 3. End-to-end latency at 100 Hz, 64 B (send time inside the payload, one clock).
 //! 4. p99 latency of a 100 Hz priority-0 command topic while 4 MiB clouds at 30 Hz
-//!    (priority 7) share the link.
-//! 5. Hub scale: the `bridge hub` binary as a child process with 200 robot tokens, fed by 200
+//!    (priority 7) share the link; and the same through the link alone (no DDS).
+//! 5. Reliable throughput by message size (64 B to 4 MiB), direct then via the bridge: a
+//!    closed loop keeps a window of messages in flight (about 4 MiB, 2..=200 messages).
+//! 6. Hub scale: the `bridge hub` binary as a child process with 200 robot tokens, fed by 200
 //!    simulated robot links from this process (the session driver plus ANNOUNCE/DATA frames).
 //!
 //! Every payload starts its data with `[seq u64 LE][send time u64 LE, ns since BASE]`; seq 0
@@ -35,14 +37,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::stats::{fmt_dur, percentile, Row};
+use crate::results::{
+    LatencyChart, Results, Row, Section, Series, SweepPoint, ThroughputPoint, Via,
+};
+use crate::stats::{fmt_dur, percentile};
 
 /// Arguments of `bench bridge`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BridgeArgs {
-    /// Shorter runs (under a minute in all).
-    #[arg(long)]
-    pub quick: bool,
     /// Simulated robot links in the hub-scale run.
     #[arg(long, default_value_t = 200)]
     pub links: usize,
@@ -61,6 +63,8 @@ struct Plan {
     latency_samples: u64,
     mixed: Duration,
     scale: Duration,
+    /// Per message size and path in the throughput run.
+    size_step: Duration,
 }
 
 impl Plan {
@@ -73,6 +77,7 @@ impl Plan {
                 latency_samples: 300,
                 mixed: Duration::from_secs(3),
                 scale: Duration::from_secs(8),
+                size_step: Duration::from_secs(1),
             }
         } else {
             Self {
@@ -82,6 +87,7 @@ impl Plan {
                 latency_samples: 1000,
                 mixed: Duration::from_secs(5),
                 scale: Duration::from_secs(20),
+                size_step: Duration::from_secs(3),
             }
         }
     }
@@ -557,28 +563,30 @@ fn lost(r: &Received, sent: u64) -> String {
 // ---------------------------------------------------------------------------------------------
 // The runs.
 
-/// Runs every bridge benchmark; returns the table rows and notes.
-pub async fn run(a: BridgeArgs) -> Result<(Vec<Row>, Vec<String>)> {
-    let plan = Plan::new(a.quick);
+/// Runs every bridge benchmark: one section of rows, the notes, the latency charts, the
+/// throughput points and the 64 B sweep.
+pub async fn run(a: BridgeArgs, quick: bool) -> Result<Results> {
+    let plan = Plan::new(quick);
     let _ = base();
     let (da, db, dc) = domains();
+    let mut out = Results::default();
     let mut rows = Vec::new();
-    let mut notes = vec![
+    out.notes = vec![
         format!(
-            "Items 1-4: edge (domain {da}) and hub (domain {db}) in the bench process via the library, \
+            "Bridge items 1-5: edge (domain {da}) and hub (domain {db}) in the bench process via the library, \
              on their own 2-thread tokio runtime, linked over TCP on 127.0.0.1; publishers and \
-             subscribers are rustdds participants in the same process (LOCALHOST discovery). \
-             Host: {} CPUs.",
-            std::thread::available_parallelism().map_or(0, |n| n.get())
+             subscribers are rustdds participants in the same process (LOCALHOST discovery)."
         ),
-        "msg/s = samples received / (last arrival - first send); direct and bridged runs of items 1a and 2 are sequential, items 1b, 3 and 4 measure the same samples both ways at once.".into(),
+        "msg/s = samples received / (last arrival - first send); direct and bridged runs of the 4 MiB clouds and of the throughput by size are sequential, the 64 B sweep, 1 kHz, latency and command runs measure the same samples both ways at once.".into(),
     ];
     let mut bridge = InProcess::start(da, db)
         .await
         .context("starting the edge and hub")?;
     let peers = Peers::new(da, db)?;
     let r = async {
-        rows.extend(burst(&peers, plan).await.context("64 B burst")?);
+        let (r, sweep) = burst(&peers, plan).await.context("64 B burst")?;
+        rows.extend(r);
+        out.sweep = sweep;
         rows.extend(khz(&peers, plan).await.context("1 kHz")?);
         // Where a loss at 1 kHz happened: the hub's count of messages it wrote to DDS.
         if let Some(h) = &bridge.hub {
@@ -598,13 +606,20 @@ pub async fn run(a: BridgeArgs) -> Result<(Vec<Row>, Vec<String>)> {
             ));
         }
         rows.extend(clouds(&peers, plan).await.context("4 MiB clouds")?);
-        rows.extend(latency(&peers, plan).await.context("latency")?);
-        rows.extend(
-            mixed(&peers, plan)
-                .await
-                .context("commands under cloud load")?,
-        );
-        rows.extend(link_only(plan).await.context("link only")?);
+        let (r, chart) = latency(&peers, plan).await.context("latency")?;
+        rows.extend(r);
+        out.latency.push(chart);
+        let (r, mut commands) = mixed(&peers, plan)
+            .await
+            .context("commands under cloud load")?;
+        rows.extend(r);
+        let (r, link) = link_only(plan).await.context("link only")?;
+        rows.extend(r);
+        commands.series.push(link);
+        out.latency.push(commands);
+        let (r, points) = by_size(&peers, plan).await.context("throughput by size")?;
+        rows.extend(r);
+        out.throughput = points;
         anyhow::Ok(())
     }
     .await;
@@ -614,7 +629,7 @@ pub async fn run(a: BridgeArgs) -> Result<(Vec<Row>, Vec<String>)> {
     match hub_scale(&a, plan, dc).await {
         Ok((r, n)) => {
             rows.extend(r);
-            notes.extend(n);
+            out.notes.extend(n);
         }
         Err(e) => {
             rows.push(Row::new(
@@ -626,7 +641,11 @@ pub async fn run(a: BridgeArgs) -> Result<(Vec<Row>, Vec<String>)> {
             ));
         }
     }
-    Ok((rows, notes))
+    out.sections.push(Section {
+        title: "bridge".into(),
+        rows,
+    });
+    Ok(out)
 }
 
 fn small(seq: u64) -> Bytes {
@@ -640,9 +659,10 @@ const SWEEP: [f64; 5] = [2_000.0, 5_000.0, 10_000.0, 20_000.0, 40_000.0];
 /// subscriber and through the bridge at once; the rate of each is the highest offered rate it
 /// delivered (>= 99 %). A publisher writing flat out (no pacing) only measures how fast the
 /// writer can overwrite its own keep-last history, so the load is paced.
-async fn burst(p: &Peers, plan: Plan) -> Result<Vec<Row>> {
+async fn burst(p: &Peers, plan: Plan) -> Result<(Vec<Row>, Vec<SweepPoint>)> {
     let qos = Qos::ros_default().with_history(ros2::dds::History::KeepLast(1000));
     let mut rows = Vec::new();
+    let mut sweep = Vec::new();
     let (mut best_b, mut best_d) = (0.0f64, 0.0f64);
     for (i, hz) in SWEEP.iter().copied().enumerate() {
         let name = format!("/bench/b/rate{i}");
@@ -670,6 +690,13 @@ async fn burst(p: &Peers, plan: Plan) -> Result<Vec<Row>> {
             best_d = best_d.max(hz);
         }
         let offered = run.sent as f64 / run.elapsed.as_secs_f64();
+        for (via, r) in [(Via::Bridge, b), (Via::Direct, d)] {
+            sweep.push(SweepPoint {
+                offered_hz: hz,
+                via,
+                delivered_pct: 100.0 * frac(r),
+            });
+        }
         rows.push(Row::new(
             &format!("  64 B reliable offered at {hz:.0} msg/s ({offered:.0} achieved): delivered"),
             format!("{:.1} % (p99 {})", 100.0 * frac(b), p99_of(b)),
@@ -692,9 +719,10 @@ async fn burst(p: &Peers, plan: Plan) -> Result<Vec<Row>> {
             format!("{best_d:.0} msg/s"),
             ratio(best_b, best_d),
             "≥ 0.9x",
-        ),
+        )
+        .met(best_d > 0.0 && best_b >= 0.9 * best_d),
     );
-    Ok(rows)
+    Ok((rows, sweep))
 }
 
 fn p99_of(r: &Received) -> String {
@@ -744,7 +772,8 @@ async fn khz(p: &Peers, plan: Plan) -> Result<Vec<Row>> {
         format!("{:.0} Hz, {}", rate(d), lost(d, run.sent)),
         ratio(rate(b), rate(d)),
         "1 kHz, nothing lost",
-    )])
+    )
+    .met(b.count >= run.sent && run.sent > 0 && rate(b) >= 990.0)])
 }
 
 /// 2. 4 MiB PointCloud2 at 30 Hz: direct, then via the bridge.
@@ -783,11 +812,14 @@ async fn clouds(p: &Peers, plan: Plan) -> Result<Vec<Row>> {
         cell(&d),
         ratio(br, dr),
         "sustained, ≥ 0.8x",
+    )
+    .met(
+        b.got[0].count as f64 >= 0.99 * b.sent as f64 && b.sent > 0 && br >= 0.8 * dr,
     )])
 }
 
 /// 3. Latency at 100 Hz, 64 B, the same samples direct and via the bridge.
-async fn latency(p: &Peers, plan: Plan) -> Result<Vec<Row>> {
+async fn latency(p: &Peers, plan: Plan) -> Result<(Vec<Row>, LatencyChart)> {
     let qos = Qos::ros_default();
     let w = p.writer("/bench/b/lat", SMALL_TYPE, &qos)?;
     let readers = vec![
@@ -813,7 +845,16 @@ async fn latency(p: &Peers, plan: Plan) -> Result<Vec<Row>> {
         percentile(&mut d, 99.0),
     );
     let r = |x: Duration, y: Duration| ratio(x.as_secs_f64(), y.as_secs_f64());
-    Ok(vec![
+    let chart = LatencyChart {
+        name: "latency_bridge".into(),
+        title: "64 B reliable at 100 Hz: per-message latency, bridged vs direct (same samples)"
+            .into(),
+        series: vec![
+            Series::new("bridge (robot DDS -> edge -> TCP -> hub -> cloud DDS)", &b),
+            Series::new("direct DDS", &d),
+        ],
+    };
+    let rows = vec![
         Row::new(
             &format!(
                 "64 B at 100 Hz: latency p50 ({} / {} of {} samples via bridge / direct)",
@@ -843,12 +884,18 @@ async fn latency(p: &Peers, plan: Plan) -> Result<Vec<Row>> {
             String::new(),
             String::new(),
             "≤ +150 µs / ≤ +1 ms",
+        )
+        .met(
+            !b.is_empty()
+                && b50.saturating_sub(d50) <= Duration::from_micros(150)
+                && b99.saturating_sub(d99) <= Duration::from_millis(1),
         ),
-    ])
+    ];
+    Ok((rows, chart))
 }
 
 /// 4. A 100 Hz priority-0 command topic while 4 MiB clouds at 30 Hz (priority 7) share the link.
-async fn mixed(p: &Peers, plan: Plan) -> Result<Vec<Row>> {
+async fn mixed(p: &Peers, plan: Plan) -> Result<(Vec<Row>, LatencyChart)> {
     let tpl = CloudTemplate::new(4 << 20)?;
     let at = tpl.data_at;
     let qos = Qos::ros_default();
@@ -894,7 +941,15 @@ async fn mixed(p: &Peers, plan: Plan) -> Result<Vec<Row>> {
         percentile(&mut b, 99.0),
         percentile(&mut d, 99.0),
     );
-    Ok(vec![
+    let chart = LatencyChart {
+        name: "latency_commands".into(),
+        title: "100 Hz priority-0 commands while 4 MiB clouds at 30 Hz share the link".into(),
+        series: vec![
+            Series::new("commands via the bridge", &b),
+            Series::new("commands direct DDS", &d),
+        ],
+    };
+    let rows = vec![
         Row::new(
             &format!(
                 "priority-0 commands at 100 Hz under 4 MiB clouds at 30 Hz (priority 7): command latency p99 (p50; {} / {} of {} commands)",
@@ -906,7 +961,8 @@ async fn mixed(p: &Peers, plan: Plan) -> Result<Vec<Row>> {
             fmt_dur(d99),
             ratio(b99.as_secs_f64(), d99.as_secs_f64()),
             "≤ 5 ms",
-        ),
+        )
+        .met(!b.is_empty() && b99 <= Duration::from_millis(5)),
         Row::new(
             "  clouds delivered via the bridge during that run",
             format!(
@@ -919,11 +975,214 @@ async fn mixed(p: &Peers, plan: Plan) -> Result<Vec<Row>> {
             String::new(),
             "",
         ),
-    ])
+    ];
+    Ok((rows, chart))
 }
 
 // ---------------------------------------------------------------------------------------------
-// 5. Hub scale.
+// 5. Reliable throughput by message size.
+
+/// Message sizes of the throughput run (serialized, CDR header included).
+const SIZES: [usize; 6] = [64, 1 << 10, 16 << 10, 256 << 10, 1 << 20, 4 << 20];
+
+/// No sample arriving for this long ends a throughput step (a stalled reliable stream).
+const STALL: Duration = Duration::from_secs(3);
+
+/// Messages in flight at most for a size: about 4 MiB, 2..=200 messages. (More large
+/// messages in flight overflow loopback socket buffers, and rustdds repairs lost fragments
+/// slowly: the stream stalls instead of going faster.)
+fn window(size: usize) -> u64 {
+    ((4usize << 20) / size.max(1)).clamp(2, 200) as u64
+}
+
+/// One throughput step on one path.
+#[derive(Debug)]
+struct Pumped {
+    sent: u64,
+    lat: Vec<Duration>,
+    /// First send to last arrival.
+    secs: f64,
+    stalled: bool,
+}
+
+impl Pumped {
+    fn msgs_per_s(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.lat.len() as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+
+    fn point(&self, size: usize, via: Via) -> ThroughputPoint {
+        let mut lat = self.lat.clone();
+        let msgs = self.msgs_per_s();
+        ThroughputPoint {
+            size: size as u64,
+            via,
+            sent: self.sent,
+            delivered: self.lat.len() as u64,
+            msgs_per_s: msgs,
+            mib_per_s: msgs * size as f64 / f64::from(1u32 << 20),
+            p50_us: percentile(&mut lat, 50.0).as_secs_f64() * 1e6,
+        }
+    }
+}
+
+/// Writes `size`-byte samples on `w` for `dur`, never more than [`window`] ahead of what
+/// `reader` received, then waits for the rest (at most [`STALL`] without progress).
+async fn pump(w: &RawWriter, mut reader: RawReader, size: usize, dur: Duration) -> Result<Pumped> {
+    let got = Arc::new(AtomicU64::new(0));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let stop = CancellationToken::new();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let task = {
+        let (got, wake, stop) = (got.clone(), wake.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            let mut lat = Vec::new();
+            let mut last = None;
+            loop {
+                let s = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    s = reader.recv() => match s { Some(s) => s, None => break },
+                };
+                let t = now_ns();
+                let arrived = Instant::now();
+                let Some((seq, sent)) = stamp_at(&s.payload, SMALL_DATA_AT) else {
+                    continue;
+                };
+                if seq == 0 {
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(());
+                    }
+                    continue;
+                }
+                lat.push(Duration::from_nanos(t.saturating_sub(sent)));
+                last = Some(arrived);
+                got.fetch_add(1, Ordering::AcqRel);
+                wake.notify_one();
+            }
+            (lat, last)
+        })
+    };
+    let make = move |seq: u64| small_payload(seq, size);
+    warm_up(w, &make, vec![ready_rx]).await?;
+    let limit = window(size);
+    let start = Instant::now();
+    let (mut sent, mut stalled) = (0u64, false);
+    while start.elapsed() < dur {
+        if sent.saturating_sub(got.load(Ordering::Acquire)) >= limit {
+            if tokio::time::timeout(STALL, wake.notified()).await.is_err() {
+                stalled = true;
+                break;
+            }
+            continue;
+        }
+        match w.write_async(make(sent + 1)).await {
+            Ok(()) => sent += 1,
+            Err(_) => {
+                stalled = true;
+                break;
+            }
+        }
+    }
+    while got.load(Ordering::Acquire) < sent {
+        if tokio::time::timeout(STALL, wake.notified()).await.is_err() {
+            stalled = true;
+            break;
+        }
+    }
+    stop.cancel();
+    let (lat, last) = task.await?;
+    Ok(Pumped {
+        sent,
+        lat,
+        secs: last.map_or(0.0, |l| (l - start).as_secs_f64()),
+        stalled,
+    })
+}
+
+/// 5. Reliable throughput of each size in [`SIZES`]: direct, then via the bridge.
+async fn by_size(p: &Peers, plan: Plan) -> Result<(Vec<Row>, Vec<ThroughputPoint>)> {
+    let mut rows = vec![Row::new(
+        &format!(
+            "reliable throughput by message size, {} s per size and path, at most ~4 MiB (2-200 messages) in flight: msg/s (MiB/s)",
+            plan.size_step.as_secs()
+        ),
+        String::new(),
+        String::new(),
+        String::new(),
+        "",
+    )];
+    let mut points = Vec::new();
+    for (i, size) in SIZES.iter().copied().enumerate() {
+        let depth = (2 * window(size)).max(10) as u32;
+        let qos = Qos::ros_default().with_history(ros2::dds::History::KeepLast(depth));
+        let step = |via: Via| async move {
+            let (name, reader) = match via {
+                Via::Direct => {
+                    let n = format!("/bench/d/size{i}");
+                    let r = p.direct(&n, SMALL_TYPE, &qos)?;
+                    (n, r)
+                }
+                Via::Bridge => {
+                    let n = format!("/bench/b/size{i}");
+                    let r = p.via(&n, SMALL_TYPE, &qos)?;
+                    (n, r)
+                }
+            };
+            let w = p.writer(&name, SMALL_TYPE, &qos)?;
+            let r = pump(&w, reader, size, plan.size_step).await;
+            drop(w);
+            r
+        };
+        let d = step(Via::Direct).await?;
+        let b = step(Via::Bridge).await?;
+        let cell = |r: &Pumped| {
+            let pt = r.point(size, Via::Direct);
+            format!(
+                "{} msg/s ({:.1} MiB/s){}",
+                fmt_rate(pt.msgs_per_s),
+                pt.mib_per_s,
+                if r.stalled {
+                    format!(", stalled after {} of {}", r.lat.len(), r.sent)
+                } else {
+                    String::new()
+                }
+            )
+        };
+        rows.push(Row::new(
+            &format!("  {}", crate::plot::fmt_bytes(size as f64)),
+            cell(&b),
+            cell(&d),
+            ratio(b.msgs_per_s(), d.msgs_per_s()),
+            "",
+        ));
+        points.push(d.point(size, Via::Direct));
+        points.push(b.point(size, Via::Bridge));
+    }
+    Ok((rows, points))
+}
+
+/// `12,345` for rates, `12.3` below 100.
+fn fmt_rate(v: f64) -> String {
+    if v < 100.0 {
+        return format!("{v:.1}");
+    }
+    let s = format!("{v:.0}");
+    let mut out = String::new();
+    for (k, c) in s.chars().enumerate() {
+        if k > 0 && (s.len() - k) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Hub scale.
 
 fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
@@ -1214,6 +1473,7 @@ async fn scale_measure(
             t.abort();
         }
         let secs = wall.as_secs_f64();
+        let cpu_pct = 100.0 * (cpu1.saturating_sub(cpu0)).as_secs_f64() / secs;
         let offered = links as f64 * f64::from(SIM_TOPICS) * 10.0;
         let rows = vec![
             Row::new(
@@ -1221,18 +1481,20 @@ async fn scale_measure(
                     "hub, {links} robot links x {SIM_TOPICS} best-effort topics at 10 Hz (64-256 B), {} s: hub CPU (% of one core)",
                     plan.scale.as_secs()
                 ),
-                format!("{:.1} %", 100.0 * (cpu1.saturating_sub(cpu0)).as_secs_f64() / secs),
+                format!("{cpu_pct:.1} %"),
                 String::new(),
                 String::new(),
                 "≤ 100 % (1 core)",
-            ),
+            )
+            .met(cpu_pct <= 100.0),
             Row::new(
                 "  hub peak RSS (VmHWM)",
                 format!("{hwm:.1} MiB"),
                 String::new(),
                 String::new(),
                 "≤ 256 MB",
-            ),
+            )
+            .met(hwm * 1024.0 * 1024.0 <= 256e6),
             Row::new(
                 "  messages/s the hub published to DDS (its /metrics)",
                 format!("{:.0} of {offered:.0} offered", (m1.saturating_sub(m0)) as f64 / msg_secs),
@@ -1261,7 +1523,7 @@ async fn scale_measure(
     }
     part.shutdown();
     let notes = vec![format!(
-        "Item 5: hub = `{} hub` as a child process (CPU from /proc/<pid>/stat utime+stime over the window, peak RSS = VmHWM); the {links} simulated links (the library's session driver over TCP) run in the bench process and share the host's CPUs with it.",
+        "Bridge item 6: hub = `{} hub` as a child process (CPU from /proc/<pid>/stat utime+stime over the window, peak RSS = VmHWM); the {links} simulated links (the library's session driver over TCP) run in the bench process and share the host's CPUs with it.",
         bin.display()
     )];
     result.map(|r| (r, notes))
@@ -1316,7 +1578,7 @@ impl bridge::relay::SinkFactory for Nothing {
 /// Commands (priority 0, 100 Hz) and 4 MiB clouds (priority 7, 30 Hz) through an edge link
 /// and a hub link joined by TCP on 127.0.0.1, as in the bridge, with the DDS ends replaced by
 /// a timestamping sink: the latency the link itself adds under load.
-async fn link_only(plan: Plan) -> Result<Vec<Row>> {
+async fn link_only(plan: Plan) -> Result<(Vec<Row>, Series)> {
     use bridge::link::frame::{Compression, Durability, Reliability, RouteKind, RouteQos, Token};
     use bridge::relay::{
         LinkActor, LinkCommand, LinkLimits, OutRouteSpec, RouteSettings, Sample, SessionAttach,
@@ -1455,7 +1717,8 @@ async fn link_only(plan: Plan) -> Result<Vec<Row>> {
         .collect();
     let cloud_n = got.iter().filter(|(n, _)| n == "/cloud").count();
     cmd.sort_unstable();
-    Ok(vec![
+    let series = Series::new("commands through the link alone (no DDS)", &cmd);
+    let rows = vec![
         Row::new(
             &format!(
                 "  link only (edge relay -> TCP -> hub relay, no DDS): command latency p99 (p50; {} / {cmds} commands)",
@@ -1465,7 +1728,8 @@ async fn link_only(plan: Plan) -> Result<Vec<Row>> {
             String::new(),
             String::new(),
             "≤ 5 ms",
-        ),
+        )
+        .met(!cmd.is_empty() && percentile(&mut cmd, 99.0) <= Duration::from_millis(5)),
         Row::new(
             "  link only: clouds delivered (at 30 Hz)",
             format!("{cloud_n}/{clouds}"),
@@ -1473,7 +1737,8 @@ async fn link_only(plan: Plan) -> Result<Vec<Row>> {
             String::new(),
             "",
         ),
-    ])
+    ];
+    Ok((rows, series))
 }
 
 #[cfg(test)]
@@ -1534,6 +1799,18 @@ mod tests {
         ))
         .unwrap();
         e.validate().unwrap();
+    }
+
+    #[test]
+    fn throughput_window_and_rates() {
+        assert_eq!(window(64), 200);
+        assert_eq!(window(256 << 10), 16);
+        assert_eq!(window(1 << 20), 4);
+        assert_eq!(window(4 << 20), 2);
+        assert_eq!(window(64 << 20), 2);
+        assert_eq!(fmt_rate(12.34), "12.3");
+        assert_eq!(fmt_rate(999.0), "999");
+        assert_eq!(fmt_rate(1234567.0), "1,234,567");
     }
 
     #[test]

@@ -28,19 +28,38 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::stats::{cpu_time, fmt_dur, percentile, rss_mib, Row};
+use crate::results::{LatencyChart, Results, Row, Section, Series};
+use crate::stats::{cpu_time, fmt_dur, percentile, rss_mib};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct MapperArgs {
-    /// Samples in the latency run (sent at 100 Hz).
-    #[arg(long, default_value_t = 1000)]
-    pub samples: usize,
+    /// Samples in the latency run (sent at 100 Hz) [default: 1000, 300 with --quick].
+    #[arg(long)]
+    pub samples: Option<usize>,
     /// Robots in the load run (10 properties each).
     #[arg(long, default_value_t = 100)]
     pub robots: usize,
-    /// Seconds of measurement in the load run.
-    #[arg(long, default_value_t = 20)]
-    pub seconds: u64,
+    /// Seconds of measurement in the load run [default: 20, 5 with --quick].
+    #[arg(long)]
+    pub seconds: Option<u64>,
+}
+
+impl MapperArgs {
+    fn samples(&self, quick: bool) -> usize {
+        self.samples.unwrap_or(if quick { 300 } else { 1000 })
+    }
+
+    fn seconds(&self, quick: bool) -> u64 {
+        self.seconds.unwrap_or(if quick { 5 } else { 20 })
+    }
+}
+
+/// What the load process prints (one JSON line).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct LoadOutput {
+    rows: Vec<Row>,
+    /// Header stamp -> report latencies under load.
+    latency: Series,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -97,8 +116,9 @@ fn device(name: &str, domain: u16, props: &[(&str, &str, &str, &str)]) -> Result
     })
 }
 
-pub async fn run(a: MapperArgs) -> Result<Vec<Row>> {
-    let mut rows = latency(a.samples).await?;
+/// The mapper benchmarks: one section of rows and the latency chart.
+pub async fn run(a: MapperArgs, quick: bool) -> Result<Results> {
+    let (mut rows, mut series) = latency(a.samples(quick)).await?;
     // The load run gets a process of its own, so its RSS is the mapper's alone.
     let out = tokio::process::Command::new(std::env::current_exe()?)
         .args([
@@ -106,7 +126,7 @@ pub async fn run(a: MapperArgs) -> Result<Vec<Row>> {
             "--robots",
             &a.robots.to_string(),
             "--seconds",
-            &a.seconds.to_string(),
+            &a.seconds(quick).to_string(),
         ])
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -115,32 +135,36 @@ pub async fn run(a: MapperArgs) -> Result<Vec<Row>> {
     if !out.status.success() {
         bail!("load benchmark failed: {}", out.status);
     }
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let v: serde_json::Value = serde_json::from_str(line).context("load benchmark row")?;
-        let f = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
-        rows.push(Row::new(
-            &f("name"),
-            f("value"),
-            f("baseline"),
-            f("ratio"),
-            &f("goal"),
-        ));
-    }
-    Ok(rows)
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rfind(|l| l.starts_with('{'))
+        .context("the load benchmark printed no result")?;
+    let load: LoadOutput = serde_json::from_str(line).context("load benchmark result")?;
+    rows.extend(load.rows);
+    series.push(load.latency);
+    Ok(Results {
+        sections: vec![Section {
+            title: "mapper".into(),
+            rows,
+        }],
+        latency: vec![LatencyChart {
+            name: "latency_mapper".into(),
+            title: "Mapper: DDS sample -> twin report, beside a direct DDS subscriber".into(),
+            series,
+        }],
+        ..Results::default()
+    })
 }
 
-/// The load run, in its own process: prints its rows as JSON lines.
-pub async fn load_main(a: MapperArgs) -> Result<()> {
-    for r in load(a.robots, a.seconds).await? {
-        println!(
-            "{}",
-            json!({"name": r.name, "value": r.value, "baseline": r.baseline, "ratio": r.ratio, "goal": r.goal})
-        );
-    }
+/// The load run, in its own process: prints its result as one JSON line.
+pub async fn load_main(a: MapperArgs, quick: bool) -> Result<()> {
+    let out = load(a.robots, a.seconds(quick)).await?;
+    println!("{}", serde_json::to_string(&out)?);
     Ok(())
 }
 
-async fn latency(samples: usize) -> Result<Vec<Row>> {
+async fn latency(samples: usize) -> Result<(Vec<Row>, Vec<Series>)> {
     let d = domain(0);
     let reg = Arc::new(Registry::bundled());
     let layout = reg.layout_of("std_msgs/msg/Float64")?;
@@ -170,10 +194,18 @@ async fn latency(samples: usize) -> Result<Vec<Row>> {
     tokio::time::sleep(Duration::from_millis(500)).await; // let the far side match us too
     let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
 
+    // Ends the collectors that did not get every sample (the mapper may coalesce two samples
+    // into one report when it falls behind): what they got is still measured.
+    let give_up = CancellationToken::new();
     let s2 = sent.clone();
+    let g2 = give_up.clone();
     let via_mapper = tokio::spawn(async move {
         let mut lat = Vec::new();
-        while let Some(r) = rep_rx.recv().await {
+        loop {
+            let r = tokio::select! {
+                _ = g2.cancelled() => break,
+                r = rep_rx.recv() => match r { Some(r) => r, None => break },
+            };
             let at = Instant::now();
             for t in r.twins {
                 if let Ok(i) = t.reported.parse::<f64>() {
@@ -190,9 +222,14 @@ async fn latency(samples: usize) -> Result<Vec<Row>> {
     });
     let s3 = sent.clone();
     let l2 = layout.clone();
+    let g3 = give_up.clone();
     let via_dds = tokio::spawn(async move {
         let mut lat = Vec::new();
-        while let Some(s) = direct.recv().await {
+        loop {
+            let s = tokio::select! {
+                _ = g3.cancelled() => break,
+                s = direct.recv() => match s { Some(s) => s, None => break },
+            };
             let at = Instant::now();
             if let Ok(Value::Struct(f)) = cdr::decode(&l2, &s.payload) {
                 if let Some((_, Value::F64(i))) = f.first() {
@@ -217,12 +254,14 @@ async fn latency(samples: usize) -> Result<Vec<Row>> {
             .insert(i, Instant::now());
         writer.write_async(bytes).await?;
     }
-    let mut m = tokio::time::timeout(Duration::from_secs(10), via_mapper)
-        .await
-        .context("mapper reports")??;
-    let mut b = tokio::time::timeout(Duration::from_secs(10), via_dds)
-        .await
-        .context("direct reader")??;
+    let cancel = give_up.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        cancel.cancel();
+    });
+    let mut m = via_mapper.await.context("mapper reports")?;
+    let mut b = via_dds.await.context("direct reader")?;
+    give_up.cancel();
     shutdown.cancel();
     let _ = mgr_task.await;
     drop(writer);
@@ -236,7 +275,11 @@ async fn latency(samples: usize) -> Result<Vec<Row>> {
     );
     let ratio =
         |x: Duration, y: Duration| format!("{:.2}x", x.as_secs_f64() / y.as_secs_f64().max(1e-9));
-    Ok(vec![
+    let series = vec![
+        Series::new("mapper: sample -> twin report (100 Hz)", &m),
+        Series::new("direct DDS subscriber (same samples)", &b),
+    ];
+    let rows = vec![
         Row::new(
             &format!(
                 "sample -> twin report latency p50 ({} of {samples} samples at 100 Hz)",
@@ -253,11 +296,13 @@ async fn latency(samples: usize) -> Result<Vec<Row>> {
             fmt_dur(b99),
             ratio(m99, b99),
             "≤ 5 ms",
-        ),
-    ])
+        )
+        .met(m99 <= Duration::from_millis(5) && !m.is_empty()),
+    ];
+    Ok((rows, series))
 }
 
-async fn load(robots: usize, seconds: u64) -> Result<Vec<Row>> {
+async fn load(robots: usize, seconds: u64) -> Result<LoadOutput> {
     let d = domain(1);
     let reg = Arc::new(Registry::bundled());
     let shutdown = CancellationToken::new();
@@ -358,21 +403,27 @@ async fn load(robots: usize, seconds: u64) -> Result<Vec<Row>> {
     let _ = mgr_task.await;
     let pct = 100.0 * cpu.as_secs_f64() / wall.as_secs_f64();
     let props = robots * fields.len();
-    Ok(vec![
+    let series = Series::new(
+        &format!("mapper under load: {props} properties at 10 Hz (header stamp -> report)"),
+        &lat,
+    );
+    let rows = vec![
         Row::new(
             &format!("{props} properties at 10 Hz: mapper CPU (% of one core)"),
             format!("{pct:.1} %"),
             String::new(),
             String::new(),
             "≤ 10 %",
-        ),
+        )
+        .met(pct <= 10.0),
         Row::new(
             &format!("{props} properties at 10 Hz: mapper RSS (peak)"),
             format!("{rss:.1} MiB ({hwm:.1} MiB)"),
             String::new(),
             String::new(),
             "≤ 30 MB",
-        ),
+        )
+        .met(hwm * 1024.0 * 1024.0 <= 30e6),
         Row::new(
             &format!("{props} properties at 10 Hz: reports/s (twins/s)"),
             format!(
@@ -395,7 +446,11 @@ async fn load(robots: usize, seconds: u64) -> Result<Vec<Row>> {
             String::new(),
             "",
         ),
-    ])
+    ];
+    Ok(LoadOutput {
+        rows,
+        latency: series,
+    })
 }
 
 /// The child process of the load run: `robots` BatteryState publishers.

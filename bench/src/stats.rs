@@ -1,40 +1,6 @@
-//! Percentiles, process CPU/RSS readings and the result table.
+//! Percentiles, duration formatting and process CPU/RSS readings.
 
 use std::time::Duration;
-
-/// One row of a result table.
-#[derive(Debug, Clone)]
-pub struct Row {
-    pub name: String,
-    pub value: String,
-    pub baseline: String,
-    pub ratio: String,
-    pub goal: String,
-}
-
-impl Row {
-    pub fn new(name: &str, value: String, baseline: String, ratio: String, goal: &str) -> Self {
-        Self {
-            name: name.into(),
-            value,
-            baseline,
-            ratio,
-            goal: goal.into(),
-        }
-    }
-}
-
-pub fn print_table(title: &str, rows: &[Row]) {
-    println!("\n## {title}\n");
-    println!("| measurement | value | direct DDS | ratio | goal |");
-    println!("|---|---|---|---|---|");
-    for r in rows {
-        println!(
-            "| {} | {} | {} | {} | {} |",
-            r.name, r.value, r.baseline, r.ratio, r.goal
-        );
-    }
-}
 
 /// The p-th percentile (0..=100) of samples (sorted in place).
 pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {

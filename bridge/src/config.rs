@@ -37,6 +37,17 @@ use crate::session::{Grant, TokenTable};
 
 /// Environment variable replacing [`EdgeConfig::robot`].
 pub const ENV_ROBOT: &str = "BRIDGE_ROBOT";
+/// Environment variable (edge) setting `tls.ca_file` of every upstream (turning TLS on).
+pub const ENV_TLS_CA_FILE: &str = "BRIDGE_TLS_CA_FILE";
+/// Environment variables (hub) setting `tls.cert_file` and `tls.key_file` (both or neither).
+pub const ENV_TLS_CERT_FILE: &str = "BRIDGE_TLS_CERT_FILE";
+/// See [`ENV_TLS_CERT_FILE`].
+pub const ENV_TLS_KEY_FILE: &str = "BRIDGE_TLS_KEY_FILE";
+/// Environment variable (hub) setting `tls.client_ca_file` (with the two above).
+pub const ENV_TLS_CLIENT_CA_FILE: &str = "BRIDGE_TLS_CLIENT_CA_FILE";
+/// Written in an upstream's `token_file`, replaced by the robot name (see
+/// [`EdgeConfig::apply_env`]).
+pub const ROBOT_PLACEHOLDER: &str = "{robot}";
 /// Environment variable replacing [`HttpConfig::listen`] (`host:port`, or `off`).
 pub const ENV_HTTP_LISTEN: &str = "BRIDGE_HTTP_LISTEN";
 /// Environment variable replacing [`HubConfig::listen`].
@@ -1296,7 +1307,9 @@ impl EdgeConfig {
 
     /// Environment overrides; empty values count as unset:
     /// `BRIDGE_ROBOT` replaces `robot`, `BRIDGE_HTTP_LISTEN` replaces `http.listen` (`off`
-    /// disables), `ROS_DOMAIN_ID` fills `dds.domain_id` when that is `null`.
+    /// disables), `ROS_DOMAIN_ID` fills `dds.domain_id` when that is `null`. Then `{robot}` in
+    /// an upstream's `token_file` becomes the robot name, and `BRIDGE_TLS_CA_FILE` sets every
+    /// upstream's `tls.ca_file` (turning TLS on).
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(robot) = env(ENV_ROBOT).filter(|v| !v.trim().is_empty()) {
             let robot = robot.trim();
@@ -1311,8 +1324,30 @@ impl EdgeConfig {
             tracing::debug!(robot, "robot identity from ${ENV_ROBOT}");
             self.robot = robot.to_owned();
         }
+        self.expand_robot_placeholder();
+        if let Some(ca) = env(ENV_TLS_CA_FILE).filter(|v| !v.trim().is_empty()) {
+            for up in &mut self.upstreams {
+                up.tls.get_or_insert_with(TlsClientConfig::default).ca_file =
+                    Some(PathBuf::from(&ca));
+            }
+            tracing::debug!(ca_file = %ca, "every upstream's tls.ca_file from ${ENV_TLS_CA_FILE}");
+        }
         self.http.apply_env(&env)?;
         self.dds.apply_env(&env)
+    }
+
+    /// Replaces `{robot}` in every upstream's `token_file` with the robot name, so one
+    /// DaemonSet config serves every robot: each reads its own key of a mounted Secret
+    /// (`/var/run/secrets/kubeedge-ros2/tokens/{robot}`).
+    fn expand_robot_placeholder(&mut self) {
+        for up in &mut self.upstreams {
+            let Some(path) = up.token_file.as_ref().and_then(|p| p.to_str()) else {
+                continue;
+            };
+            if path.contains(ROBOT_PLACEHOLDER) {
+                up.token_file = Some(PathBuf::from(path.replace(ROBOT_PLACEHOLDER, &self.robot)));
+            }
+        }
     }
 
     /// Checks everything that can be checked without I/O.
@@ -1718,11 +1753,37 @@ impl HubConfig {
 
     /// Environment overrides; empty values count as unset: `BRIDGE_LISTEN` replaces `listen`,
     /// `BRIDGE_HTTP_LISTEN` replaces `http.listen` (`off` disables), `ROS_DOMAIN_ID` fills
-    /// `dds.domain_id` when that is `null`.
+    /// `dds.domain_id` when that is `null`; `BRIDGE_TLS_CERT_FILE` with `BRIDGE_TLS_KEY_FILE`
+    /// (and optionally `BRIDGE_TLS_CLIENT_CA_FILE`) replace `tls`, so a mounted
+    /// `kubernetes.io/tls` Secret turns TLS on without another config file.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env(ENV_LISTEN).filter(|v| !v.trim().is_empty()) {
             self.listen = parse_socket_addr(&format!("${ENV_LISTEN}"), &v)?;
             tracing::debug!(listen = %self.listen, "listen address from ${ENV_LISTEN}");
+        }
+        let set = |var: &str| env(var).filter(|v| !v.trim().is_empty());
+        match (set(ENV_TLS_CERT_FILE), set(ENV_TLS_KEY_FILE)) {
+            (Some(cert), Some(key)) => {
+                self.tls = Some(TlsServerConfig {
+                    cert_file: cert.into(),
+                    key_file: key.into(),
+                    client_ca_file: set(ENV_TLS_CLIENT_CA_FILE).map(PathBuf::from),
+                });
+                tracing::debug!("tls from ${ENV_TLS_CERT_FILE} and ${ENV_TLS_KEY_FILE}");
+            }
+            (None, None) if set(ENV_TLS_CLIENT_CA_FILE).is_none() => {}
+            (cert, _) => {
+                let (missing, given) = if cert.is_some() {
+                    (ENV_TLS_KEY_FILE, ENV_TLS_CERT_FILE)
+                } else {
+                    (ENV_TLS_CERT_FILE, "another BRIDGE_TLS_* variable")
+                };
+                return Err(problem(
+                    format!("${missing}"),
+                    "is not set",
+                    format!("${missing} too, since {given} is set"),
+                ));
+            }
         }
         self.http.apply_env(&env)?;
         self.dds.apply_env(&env)
@@ -2536,6 +2597,54 @@ mod tests {
             msg.contains("inside the namespace of robots[0] (\"/robot1\")"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn tls_from_env() {
+        let mut h = HubConfig::from_yaml_str("robots: []\n").unwrap();
+        h.apply_env(vars(&[
+            (ENV_TLS_CERT_FILE, "/tls/tls.crt"),
+            (ENV_TLS_KEY_FILE, "/tls/tls.key"),
+        ]))
+        .unwrap();
+        let tls = h.tls.clone().unwrap();
+        assert_eq!(tls.cert_file, PathBuf::from("/tls/tls.crt"));
+        assert_eq!(tls.key_file, PathBuf::from("/tls/tls.key"));
+        assert_eq!(tls.client_ca_file, None);
+        h.validate().unwrap();
+        // One without the other names the missing variable.
+        let mut h = HubConfig::from_yaml_str("robots: []\n").unwrap();
+        fails_at(
+            h.apply_env(vars(&[(ENV_TLS_CERT_FILE, "/tls/tls.crt")])),
+            "$BRIDGE_TLS_KEY_FILE",
+        );
+        fails_at(
+            h.apply_env(vars(&[(ENV_TLS_CLIENT_CA_FILE, "/ca.crt")])),
+            "$BRIDGE_TLS_CERT_FILE",
+        );
+
+        let mut e = EdgeConfig::from_yaml_str(
+            "robot: r1\nupstreams:\n  - name: a\n    address: hub:1\n    token: t\n",
+        )
+        .unwrap();
+        e.apply_env(vars(&[(ENV_TLS_CA_FILE, "/ca/ca.crt")]))
+            .unwrap();
+        e.validate().unwrap();
+        let tls = e.upstreams[0].tls.clone().unwrap();
+        assert_eq!(tls.ca_file, Some(PathBuf::from("/ca/ca.crt")));
+        assert_eq!(tls.server_name, None);
+    }
+
+    #[test]
+    fn token_file_robot_placeholder() {
+        let mut c = EdgeConfig::from_yaml_str(
+            "upstreams:\n  - name: a\n    address: hub:1\n    token_file: /t/{robot}\n  - name: b\n    address: hub:2\n    token_file: /t/fixed\n",
+        )
+        .unwrap();
+        c.apply_env(vars(&[(ENV_ROBOT, "robot7")])).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.upstreams[0].token_file, Some(PathBuf::from("/t/robot7")));
+        assert_eq!(c.upstreams[1].token_file, Some(PathBuf::from("/t/fixed")));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use bridge::transport::{TlsClient, TlsServer};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -49,9 +50,13 @@ struct Args {
     /// Print the documented default configuration and exit.
     #[arg(long)]
     print_default_config: bool,
-    /// Validate the configuration and exit.
+    /// Validate the configuration, read every token and TLS file it names, and exit.
     #[arg(long)]
     check: bool,
+    /// Ask the running bridge's `/healthz` (at the config's `http.listen`) and exit 0 when it
+    /// answers 200: a container HEALTHCHECK for images without a shell or curl.
+    #[arg(long)]
+    healthcheck: bool,
 }
 
 fn main() -> ExitCode {
@@ -93,8 +98,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let cfg = bridge::app::load_edge(a.config.as_deref())?;
             if a.check {
+                for up in &cfg.upstreams {
+                    up.resolve_token(|k| std::env::var(k).ok())?;
+                    if let Some(t) = &up.tls {
+                        let ca = t.ca_file.as_deref().context("tls.ca_file")?;
+                        let client = t
+                            .client_cert_file
+                            .as_deref()
+                            .zip(t.client_key_file.as_deref());
+                        TlsClient::from_pem_files(ca, client, t.server_name.clone())
+                            .with_context(|| format!("upstreams[name={}].tls", up.name))?;
+                    }
+                }
                 println!("configuration OK");
                 return Ok(());
+            }
+            if a.healthcheck {
+                return healthcheck(cfg.http.listen);
             }
             rt.block_on(bridge::app::run_edge(cfg))
         }
@@ -105,10 +125,44 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let cfg = bridge::app::load_hub(a.config.as_deref())?;
             if a.check {
+                cfg.token_table(|k| std::env::var(k).ok())?;
+                if let Some(t) = &cfg.tls {
+                    TlsServer::from_pem_files(
+                        &t.cert_file,
+                        &t.key_file,
+                        t.client_ca_file.as_deref(),
+                    )
+                    .context("tls")?;
+                }
                 println!("configuration OK");
                 return Ok(());
             }
+            if a.healthcheck {
+                return healthcheck(cfg.http.listen);
+            }
             rt.block_on(bridge::app::run_hub(cfg))
         }
+    }
+}
+
+/// `GET /healthz` on the running bridge (an unspecified listen address is asked on loopback);
+/// `Ok` only for `200`. Blocking, std only.
+fn healthcheck(listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let Some(mut addr) = listen else {
+        anyhow::bail!("http.listen is null: nothing to ask");
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let timeout = std::time::Duration::from_secs(3);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n")?;
+    let mut status = [0u8; 12];
+    s.read_exact(&mut status)?;
+    match &status[8..12] {
+        b" 200" => Ok(()),
+        _ => anyhow::bail!("{addr}/healthz: {}", String::from_utf8_lossy(&status)),
     }
 }

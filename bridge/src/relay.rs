@@ -258,6 +258,12 @@ struct OutRoute {
     dropped: u64,
 }
 
+/// `std_msgs/msg/String` for the DDS type name `std_msgs::msg::dds_::String_` (status only; a
+/// name that is not a ROS type is shown as it is).
+fn ros_type_name(dds: &str) -> String {
+    ros2::names::TypeName::from_dds(dds).map_or_else(|_| dds.to_owned(), |t| t.to_string())
+}
+
 impl OutRoute {
     fn announce(&self, id: RouteId) -> Announce {
         Announce {
@@ -1318,7 +1324,7 @@ impl LinkActor {
                 link: self.name.to_string(),
                 route: self.out_display(&r.spec),
                 direction: Direction::Out,
-                type_name: r.spec.type_name.clone(),
+                type_name: ros_type_name(&r.spec.type_name),
                 reliable: r.spec.settings.reliable,
                 store_forward: r.spec.settings.store_forward,
                 priority: r.spec.settings.priority,
@@ -1333,7 +1339,7 @@ impl LinkActor {
                 link: self.name.to_string(),
                 route: e.display.clone(),
                 direction: Direction::In,
-                type_name: e.type_name.clone(),
+                type_name: ros_type_name(&e.type_name),
                 reliable: e.reliable,
                 store_forward: false,
                 priority: 0,
@@ -1370,4 +1376,16 @@ fn min_interval(rate: Option<f64>) -> Option<Duration> {
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(365 * 24 * 3600)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn status_shows_ros_type_names() {
+        assert_eq!(
+            super::ros_type_name("std_msgs::msg::dds_::String_"),
+            "std_msgs/msg/String"
+        );
+        assert_eq!(super::ros_type_name("NotRos"), "NotRos");
+    }
 }

@@ -1,11 +1,17 @@
-//! The bundle's Kubernetes manifests, starting with the CRDs generated from the Rust types.
+//! The bundle's Kubernetes manifests: the CRDs generated from the Rust types, beside the
+//! kustomize tree they belong to.
 //!
 //! # Layout
 //!
 //! - [`crds`]: the CustomResourceDefinitions the bundle needs installed where KubeEdge is not
 //!   (a K3s robot): `Device`, `DeviceModel` and `DeviceStatus` of `devices.kubeedge.io/v1beta1`,
 //!   made from `mapper_core::model` (kube `CustomResource` + schemars), and their YAML as checked
-//!   in under `manifests/crds/` (written by the `crdgen` binary; a test keeps them equal).
+//!   in under `manifests/crds/` (written by the `crdgen` binary; a test keeps them equal;
+//!   `manifests/crds/kustomization.yaml` lists them for the K3s overlay).
+//! - Not Rust: `manifests/base/` (namespace, mapper, bridge-edge, hub, rbac),
+//!   `manifests/overlays/` (`kubeedge-dmi`, `kubeedge-mqtt`, `k3s`, `k3s-bridge`, `hub`) and
+//!   `manifests/examples/robot`, applied with `kubectl apply -k`; `docs/install.md` is the guide,
+//!   and `tests/tests/deploy_manifests.rs` validates every rendered object.
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};

@@ -83,3 +83,29 @@ async fn status_json(State(s): State<AppState>) -> impl IntoResponse {
         "configErrors": st.errors,
     }))
 }
+
+/// `GET /healthz` on a running mapper listening on `listen` (an unspecified address is asked
+/// on loopback); `Ok` only for `200`. Blocking, std only: this runs as a container HEALTHCHECK.
+pub fn healthcheck(listen: SocketAddr, timeout: std::time::Duration) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(format!("GET /healthz HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head)?;
+    anyhow::ensure!(
+        head.starts_with(b"HTTP/1.") && &head[8..12] == b" 200",
+        "{addr}/healthz answered {:?}",
+        String::from_utf8_lossy(&head)
+    );
+    Ok(())
+}

@@ -30,6 +30,10 @@ struct Args {
     /// Validate the configuration and exit.
     #[arg(long)]
     check: bool,
+    /// Ask the running mapper's `/healthz` (at the config's `http.listen`) and exit 0 when it
+    /// answers 200: a container HEALTHCHECK for images without a shell or curl.
+    #[arg(long)]
+    healthcheck: bool,
 }
 
 fn init_logging(cfg: &MapperConfig) {
@@ -70,6 +74,10 @@ fn run() -> Result<()> {
     if args.check {
         println!("{}: ok", args.config.display());
         return Ok(());
+    }
+    if args.healthcheck {
+        anyhow::ensure!(cfg.http.enabled, "http.enabled is false: nothing to ask");
+        return mapper::http::healthcheck(cfg.http.listen, std::time::Duration::from_secs(3));
     }
     init_logging(&cfg);
     tokio::runtime::Builder::new_multi_thread()

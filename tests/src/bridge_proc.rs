@@ -23,28 +23,14 @@ use crate::netns::Netns;
 /// How long [`start_hub`] / [`start_edge`] wait for the "running" log line.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `target/<profile>/bridge`, beside the test executable's `deps` directory
-/// (built by `cargo build -p bridge`, or by `cargo test --workspace`).
+/// `target/<profile>/bridge` (see [`crate::workspace_bin`]).
 pub fn bridge_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_default();
-    // target/<profile>/deps/<test> -> target/<profile>/bridge
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|p| p.join("bridge"))
-        .unwrap_or_else(|| PathBuf::from("bridge"))
+    crate::workspace_bin("bridge")
 }
 
 /// Whether the `bridge` binary is built: use with [`crate::prereq::require`].
 pub fn bridge_built() -> Result<PathBuf, String> {
-    let b = bridge_bin();
-    if b.is_file() {
-        Ok(b)
-    } else {
-        Err(format!(
-            "the bridge binary at {} (cargo build -p bridge)",
-            b.display()
-        ))
-    }
+    crate::workspace_bin_built("bridge", "bridge")
 }
 
 /// A running `bridge hub` or `bridge edge` inside a namespace. Killed

@@ -55,11 +55,28 @@
 //!   them from others without conflict). Rendered into `metadata.managedFields`
 //!   (FieldsV1) so tests can see who owns what.
 //!
+//! - Authentication and RBAC: bearer tokens registered by the test
+//!   ([`FakeKube::add_token`], [`FakeKube::add_service_account_token`]) map to
+//!   users; their requests are authorized by the Roles, ClusterRoles and
+//!   bindings fed with [`FakeKube::feed`] ([`crate::rbac`]: verbs as the API
+//!   server derives them, subresources, `resourceNames`, wildcards). A denied
+//!   request gets 403 with a `Status` (reason `Forbidden`, a real server's
+//!   message and details) and is recorded ([`FakeKube::forbidden`]); every
+//!   authenticated request's attributes are recorded ([`FakeKube::accesses`]).
+//!   An unknown token gets 401. Requests without a token are served as an
+//!   admin (no authorization), as before.
+//! - Any other object ([`FakeKube::feed`]: CRDs, Namespaces, ServiceAccounts,
+//!   ConfigMaps, DaemonSets, ...) is kept in a generic store
+//!   ([`FakeKube::stored`]), not served over HTTP.
+//! - Besides TCP, the same server on a Unix socket ([`FakeKube::serve_unix`]),
+//!   for clients in a network namespace reached through a forwarder.
+//!
 //! # What it does not
 //! No schema validation or defaulting (so a Device with garbage in it can be
-//! stored, as it could with a schema-less or skewed CRD), no admission, RBAC,
-//! authentication, finalizers, pagination, `sendInitialEvents`, deep
-//! (nested-map) SSA ownership, list-map merge keys, json-patch, or protobuf.
+//! stored, as it could with a schema-less or skewed CRD), no admission,
+//! finalizers, pagination, `sendInitialEvents`, deep (nested-map) SSA
+//! ownership, list-map merge keys, json-patch, or protobuf; no REST for the
+//! kinds of the generic store; RBAC objects are fed, not written over HTTP.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::convert::Infallible;
@@ -75,6 +92,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
+
+use crate::rbac::{self, Attributes, Rbac, UserInfo};
 
 /// Watch events kept for resuming watches.
 pub const HISTORY_LIMIT: usize = 1000;
@@ -157,9 +176,47 @@ struct StateInner {
     requests: Vec<String>,
 }
 
+/// One authenticated request, as the authorizer saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// The user's name (`system:serviceaccount:<ns>:<name>` for a service account).
+    pub user: String,
+    /// What was asked.
+    pub attributes: Attributes,
+    /// Whether RBAC allowed it.
+    pub allowed: bool,
+}
+
+/// A request refused with 403.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// `METHOD /path`.
+    pub request: String,
+    /// The user's name.
+    pub user: String,
+    /// What was asked.
+    pub attributes: Attributes,
+    /// The `Status.message` sent (a real server's wording).
+    pub message: String,
+}
+
+/// Authentication and authorization state.
+#[derive(Debug, Default)]
+struct AuthState {
+    tokens: BTreeMap<String, UserInfo>,
+    rbac: Rbac,
+    accesses: Vec<Access>,
+    denials: Vec<Denial>,
+}
+
+/// Objects of kinds the fake does not serve, by (apiVersion, kind, namespace, name).
+type OtherKey = (String, String, String, String);
+
 #[derive(Debug)]
 struct Inner {
     state: Mutex<StateInner>,
+    auth: Mutex<AuthState>,
+    others: Mutex<BTreeMap<OtherKey, Value>>,
     status_subresource: bool,
     feed: broadcast::Sender<Arc<Record>>,
     changed: watch::Sender<u64>,
@@ -171,11 +228,18 @@ pub struct FakeKube {
     inner: Arc<Inner>,
     addr: SocketAddr,
     server: tokio::task::JoinHandle<()>,
+    /// Servers on Unix sockets ([`FakeKube::serve_unix`]).
+    unix_servers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for FakeKube {
     fn drop(&mut self) {
         self.server.abort();
+        if let Ok(servers) = self.unix_servers.get_mut() {
+            for s in servers.drain(..) {
+                s.abort();
+            }
+        }
         self.inner.lock().watch_epoch.cancel();
     }
 }
@@ -1120,9 +1184,73 @@ async fn handle(
             .trim_end()
             .to_owned(),
     );
+    if let Some(refused) = inner.authorize(&method, &uri, &headers, &q) {
+        return refused;
+    }
     match route(&inner, &method, &uri, &ctype, &q, &body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
+    }
+}
+
+impl Inner {
+    fn auth(&self) -> MutexGuard<'_, AuthState> {
+        self.auth.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Authentication (bearer token) and RBAC. `None` to serve the request:
+    /// no token (admin), or a known token whose user RBAC allows; else the
+    /// 401 or 403 response.
+    fn authorize(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        q: &BTreeMap<String, String>,
+    ) -> Option<Response> {
+        let auth = headers.get(header::AUTHORIZATION)?;
+        let token = auth
+            .to_str()
+            .ok()
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .map(str::trim);
+        let mut st = self.auth();
+        let Some(user) = token.and_then(|t| st.tokens.get(t)).cloned() else {
+            tracing::info!(path = %uri.path(), "fake kube: unknown bearer token");
+            return Some(ApiError::new(401, "Unauthorized", "Unauthorized").into_response());
+        };
+        let attributes = Attributes::from_request(method.as_str(), uri.path(), q);
+        let allowed = st.rbac.authorize(&user, &attributes);
+        st.accesses.push(Access {
+            user: user.name.clone(),
+            attributes: attributes.clone(),
+            allowed,
+        });
+        if allowed {
+            return None;
+        }
+        let message = rbac::forbidden_message(&user.name, &attributes);
+        tracing::info!(user = %user.name, verb = %attributes.verb, resource = %attributes.full_resource(),
+            namespace = %attributes.namespace, name = %attributes.name, "fake kube: forbidden");
+        let mut status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": "Forbidden", "code": 403});
+        if attributes.resource_request {
+            let mut details = json!({"group": attributes.api_group, "kind": attributes.resource});
+            if !attributes.name.is_empty() {
+                details["name"] = Value::String(attributes.name.clone());
+            }
+            status["details"] = details;
+        }
+        st.denials.push(Denial {
+            request: format!("{method} {}", uri.path()),
+            user: user.name,
+            attributes,
+            message,
+        });
+        drop(st);
+        // Wake `wait_until` checks (a denial changes no object).
+        self.changed.send_modify(|_| ());
+        Some(json_response(StatusCode::FORBIDDEN, &status))
     }
 }
 
@@ -1225,6 +1353,8 @@ impl FakeKube {
         let (feed, _) = broadcast::channel(4096);
         let (changed, _) = watch::channel(0);
         let inner = Arc::new(Inner {
+            auth: Mutex::new(AuthState::default()),
+            others: Mutex::new(BTreeMap::new()),
             state: Mutex::new(StateInner {
                 rv: 1,
                 uid_seq: 0,
@@ -1255,7 +1385,140 @@ impl FakeKube {
             inner,
             addr,
             server,
+            unix_servers: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Serves the same API on a Unix socket at `path` too (until dropped).
+    pub async fn serve_unix(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path)
+            .with_context(|| format!("binding {}", path.display()))?;
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(self.inner.clone());
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::warn!(error = %e, "fake kube unix server ended");
+            }
+        });
+        self.unix_servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(server);
+        Ok(())
+    }
+
+    /// A kubeconfig (YAML) for `server` with `token` as bearer token (none:
+    /// the admin path of this fake).
+    pub fn kubeconfig(server: &str, token: Option<&str>) -> String {
+        let user = match token {
+            Some(t) => json!({"token": t}),
+            None => json!({}),
+        };
+        let cfg = json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": server}}],
+            "users": [{"name": "u", "user": user}],
+            "contexts": [{"name": "c", "context": {"cluster": "fake", "user": "u"}}],
+            "current-context": "c",
+        });
+        // JSON is YAML.
+        cfg.to_string()
+    }
+
+    /// Registers a bearer token for `user`.
+    pub fn add_token(&self, token: &str, user: UserInfo) {
+        self.inner.auth().tokens.insert(token.to_owned(), user);
+    }
+
+    /// Registers a token for the service account `namespace/name` (as the
+    /// token controller would mint one) and returns it.
+    pub fn add_service_account_token(&self, namespace: &str, name: &str) -> String {
+        let token = format!("fake-sa-token.{namespace}.{name}");
+        self.add_token(&token, UserInfo::service_account(namespace, name));
+        token
+    }
+
+    /// Feeds one object as `kubectl apply` would create it: Devices,
+    /// DeviceModels, DeviceStatuses and Events into the served store; Roles,
+    /// ClusterRoles and bindings into the authorizer (and the generic store);
+    /// anything else into the generic store ([`FakeKube::stored`]).
+    pub fn feed(&self, obj: &Value) -> anyhow::Result<()> {
+        let kind = obj
+            .get("kind")
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("object without kind: {obj}"))?;
+        let api_version = obj
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("object without apiVersion: {obj}"))?;
+        if let Some(res) = resource(kind).filter(|r| r.group_version == api_version) {
+            let ns = obj
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("default");
+            let name = obj
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| anyhow!("{kind} without a name"))?;
+            if self.get(kind, ns, name).is_some() {
+                bail!("{kind} {ns}/{name} fed twice");
+            }
+            self.inner
+                .create(res, ns, obj.clone(), Some("kubectl-client-side-apply"))?;
+            return Ok(());
+        }
+        self.inner
+            .auth()
+            .rbac
+            .add_object(obj)
+            .with_context(|| format!("{kind} as RBAC"))?;
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("{kind} without a name"))?;
+        let ns = obj
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let key = (
+            api_version.to_owned(),
+            kind.to_owned(),
+            ns.to_owned(),
+            name.to_owned(),
+        );
+        let mut others = self.inner.others.lock().unwrap_or_else(|p| p.into_inner());
+        if others.insert(key, obj.clone()).is_some() {
+            bail!("{kind} {ns}/{name} fed twice");
+        }
+        Ok(())
+    }
+
+    /// The objects of the generic store (every fed object the fake does not serve).
+    pub fn stored(&self) -> Vec<Value> {
+        self.inner
+            .others
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The authorizer's roles and bindings (a copy).
+    pub fn rbac(&self) -> Rbac {
+        self.inner.auth().rbac.clone()
+    }
+
+    /// Every authenticated request so far, allowed or not.
+    pub fn accesses(&self) -> Vec<Access> {
+        self.inner.auth().accesses.clone()
+    }
+
+    /// Every request refused with 403 so far.
+    pub fn forbidden(&self) -> Vec<Denial> {
+        self.inner.auth().denials.clone()
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -1435,7 +1698,8 @@ impl FakeKube {
             .ok_or_else(|| anyhow!("{kind} {ns}/{name} vanished"))
     }
 
-    /// Waits until `check` holds for the server (re-checked on every change).
+    /// Waits until `check` holds for the server (re-checked on every change
+    /// and every 403).
     pub async fn wait_until(
         &self,
         mut check: impl FnMut(&FakeKube) -> bool,

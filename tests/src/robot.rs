@@ -159,14 +159,9 @@ pub fn start_mapper(dir: &Path, config: &str, extra_env: &[(&str, &str)]) -> Res
     Ok(p)
 }
 
-/// The `mapper` binary of this workspace (built by `cargo test --workspace`).
+/// The `mapper` binary of this workspace (see [`crate::workspace_bin`]).
 pub fn mapper_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_default();
-    // target/<profile>/deps/<test> -> target/<profile>/mapper
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|p| p.join("mapper"))
-        .unwrap_or_else(|| PathBuf::from("mapper"))
+    crate::workspace_bin("mapper")
 }
 
 /// GETs `http://127.0.0.1:port/path` and returns (status, body).

@@ -9,35 +9,12 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use integration_tests::bridge_proc::{bridge_built, start_bridge, start_hub};
+use integration_tests::certs::{ca, issue};
 use integration_tests::fleet::{fleet_capable, seq_report, seqpeer, Fleet, HUB_NAME};
 use integration_tests::prereq::{python, require};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 const T: Duration = Duration::from_secs(60);
 const PORT: u16 = 17547;
-
-struct Issued {
-    cert: String,
-    key: String,
-}
-
-fn ca(name: &str) -> Result<(rcgen::Certificate, KeyPair)> {
-    let mut p = CertificateParams::new(Vec::<String>::new())?;
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, name);
-    let key = KeyPair::generate()?;
-    Ok((p.self_signed(&key)?, key))
-}
-
-fn issue(names: &[&str], ca: &rcgen::Certificate, ca_key: &KeyPair) -> Result<Issued> {
-    let p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
-    let key = KeyPair::generate()?;
-    let cert = p.signed_by(&key, ca, ca_key)?;
-    Ok(Issued {
-        cert: cert.pem(),
-        key: key.serialize_pem(),
-    })
-}
 
 fn write(dir: &Path, name: &str, text: &str) -> Result<String> {
     let p = dir.join(name);

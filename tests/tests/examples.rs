@@ -3,16 +3,14 @@
 //! KubeEdge's real CRD schemas (`../shared/kubeedge/crds`), as do KubeEdge's
 //! own examples; a broken object is caught (the validator can fail).
 
-use std::process::Command;
-
 use integration_tests::prereq::{python, require, shared_kubeedge};
-use integration_tests::{python_dir, workspace_root};
+use integration_tests::{run_python_script, workspace_root};
 use mapper_core::model::{Device, DeviceModel};
 use mapper_core::visitor::{plan_device, PlanDefaults};
 use ros2::msg::Registry;
 
 fn example() -> std::path::PathBuf {
-    workspace_root().join("mapper/examples/ros2-mobile-robot.yaml")
+    workspace_root().join("manifests/examples/robot/ros2-mobile-robot.yaml")
 }
 
 #[test]
@@ -46,23 +44,13 @@ fn validate(objects: &[std::path::PathBuf]) -> (bool, String) {
 
 /// Validates `objects` against the CRDs in `crds` (a directory or file).
 fn validate_with(crds: &std::path::Path, objects: &[std::path::PathBuf]) -> (bool, String) {
-    let py = require("python venv", python()).expect("checked by the caller");
-    let out = Command::new(py)
-        .arg(python_dir().join("validate_crd.py"))
-        .arg("--crds")
-        .arg(crds)
-        .arg("--objects")
-        .args(objects)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let mut args = vec![
+        std::ffi::OsStr::new("--crds"),
+        crds.as_os_str(),
+        "--objects".as_ref(),
+    ];
+    args.extend(objects.iter().map(|o| o.as_os_str()));
+    run_python_script("validate_crd.py", &args)
 }
 
 #[test]
