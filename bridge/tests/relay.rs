@@ -104,6 +104,45 @@ fn spec(name: &str, s: RouteSettings) -> OutRouteSpec {
     }
 }
 
+/// The session's byte pipe: `(hub end, edge end)`. Hub to edge flows freely; edge to hub only
+/// while `gate` is open, so a test can hold the edge's frames back (the edge's own buffers fill,
+/// then its scheduler queues) and release them at a moment it chooses.
+fn gated_pipe(
+    mut gate: tokio::sync::watch::Receiver<bool>,
+    cancel: &CancellationToken,
+) -> (tokio::io::DuplexStream, tokio::io::DuplexStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (hub, hub_pipe) = tokio::io::duplex(256 * 1024);
+    let (edge, edge_pipe) = tokio::io::duplex(256 * 1024);
+    let (mut from_hub, mut to_hub) = tokio::io::split(hub_pipe);
+    let (mut from_edge, mut to_edge) = tokio::io::split(edge_pipe);
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::io::copy(&mut from_hub, &mut to_edge) => {}
+            _ = c.cancelled() => {}
+        }
+    });
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = tokio::select! {
+                n = from_edge.read(&mut buf) => match n { Ok(0) | Err(_) => break, Ok(n) => n },
+                _ = c.cancelled() => break,
+            };
+            tokio::select! {
+                open = gate.wait_for(|open| *open) => if open.is_err() { break },
+                _ = c.cancelled() => break,
+            }
+            if to_hub.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    });
+    (hub, edge)
+}
+
 struct Pair {
     edge: LinkHandle,
     edge_state: tokio::sync::watch::Receiver<bridge::relay::LinkSnapshot>,
@@ -112,6 +151,9 @@ struct Pair {
     notify: mpsc::UnboundedReceiver<()>,
     shutdown: CancellationToken,
     session: Option<CancellationToken>,
+    /// Bytes from the edge reach the hub only while this is `true` (see [`gated_pipe`]).
+    gate: tokio::sync::watch::Sender<bool>,
+    heartbeat: Duration,
 }
 
 fn tokens() -> TokenTable {
@@ -158,16 +200,18 @@ impl Pair {
             notify,
             shutdown,
             session: None,
+            gate: tokio::sync::watch::Sender::new(true),
+            heartbeat: Duration::from_millis(500),
         }
     }
 
     /// Connects a fresh session (the previous one must be cut).
     async fn connect(&mut self) {
-        let (a, b) = tokio::io::duplex(256 * 1024);
         let cancel = self.shutdown.child_token();
+        let (a, b) = gated_pipe(self.gate.subscribe(), &cancel);
         let hub_cfg = HubConfig::new(
             HubHandshakeConfig {
-                heartbeat: Duration::from_millis(500),
+                heartbeat: self.heartbeat,
                 ..HubHandshakeConfig::default()
             },
             tokens(),
@@ -380,12 +424,26 @@ async fn an_urgent_message_overtakes_a_bulk_one() {
         )))
         .await
         .unwrap();
+    p.heartbeat = Duration::from_secs(5); // the gate below holds the edge's heartbeats too
     p.connect().await;
+    p.wait_attached(true).await;
+    // Hold the edge's frames back, so both messages are queued at once; 8 MiB cannot fit in
+    // the buffers between the edge's scheduler and the gate.
+    p.gate.send_replace(false);
     let mut big = cdr(1);
     big.resize(8 * 1024 * 1024, 7);
     p.publish("/points", 1, big).await;
-    tokio::time::sleep(Duration::from_millis(1)).await;
     p.publish("/cmd_vel", 1, cdr(2)).await;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        p.edge_state
+            .wait_for(|s| s.routes.iter().filter(|r| r.messages > 0).count() == 2),
+    )
+    .await
+    .expect("both samples taken by the edge")
+    .expect("edge link alive");
+    assert!(p.delivered.lock().unwrap().is_empty());
+    p.gate.send_replace(true);
     let got = p.wait_delivered(2).await;
     assert!(
         got[0].0.ends_with("/cmd_vel#"),
