@@ -17,6 +17,18 @@ pub struct RouteRow {
     pub rate: f64,
 }
 
+/// A twin value as shown: numbers with a fraction at three decimals at most (the twin keeps
+/// the full value), anything else as it is.
+pub fn short_number(v: &str) -> String {
+    match v.parse::<f64>() {
+        Ok(x) if v.contains('.') && x.is_finite() => {
+            let s = format!("{x:.3}");
+            s.trim_end_matches('0').trim_end_matches('.').to_owned()
+        }
+        _ => v.to_owned(),
+    }
+}
+
 /// One twin as shown: (property, actual, expected).
 pub type TwinCell = (String, String, String);
 /// A device as shown: (device id, state, twins).
@@ -107,10 +119,11 @@ pub fn render(f: &Frame) -> Vec<String> {
         let cells: Vec<String> = twins
             .iter()
             .map(|(p, a, e)| {
+                let a = short_number(a);
                 if e.is_empty() {
                     format!("{p}={a}")
                 } else {
-                    format!("{p}={a}/{e}")
+                    format!("{p}={a}/{}", short_number(e))
                 }
             })
             .collect();
@@ -189,6 +202,16 @@ impl Screen {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_shortened_for_the_view_only() {
+        assert_eq!(short_number("97.44600057601929"), "97.446");
+        assert_eq!(short_number("0.5"), "0.5");
+        assert_eq!(short_number("1.0"), "1");
+        assert_eq!(short_number("42"), "42");
+        assert_eq!(short_number("false"), "false");
+        assert_eq!(short_number("-0.018490651525053362"), "-0.018");
+    }
 
     #[test]
     fn rates_come_from_count_differences() {
